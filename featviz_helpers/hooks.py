@@ -1,0 +1,123 @@
+"""Capturing what layers compute, and putting a model back as it was.
+
+One mechanism for the whole course: a forward hook stores a layer's output, and a tensor
+hook on that output stores the gradient that flows back into it. (Module backward hooks
+are avoided on purpose: they misbehave when an in-place ReLU follows the layer.)
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from .models import get_layer, layer_name
+
+__all__ = ["preserved_state", "LayerCapture", "capture", "count_hooks"]
+
+
+@contextlib.contextmanager
+def preserved_state(model: nn.Module, *, eval_mode: bool = True,
+                    freeze: bool = True) -> Iterator[nn.Module]:
+    """Run the body with ``model`` in eval mode and its parameters frozen; restore after.
+
+    Freezing (``requires_grad=False``) means a backward pass computes only the gradients
+    asked for, not weight gradients. The mode and every parameter's ``requires_grad`` flag
+    are restored on exit, also when the body raises.
+    """
+    was_training = {m: m.training for m in model.modules()}
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if eval_mode:
+            model.eval()
+        if freeze:
+            for p, _ in flags:
+                p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, training in was_training.items():
+            m.training = training
+
+
+class LayerCapture:
+    """Activations and gradients of named layers, keyed by the layer's name.
+
+    ``activations[name]`` is the layer's output (B,C,h,w) from the last forward pass,
+    detached; ``gradients[name]`` is d(what you backpropagated)/d(that output), same shape,
+    filled in by a backward pass. Use through :func:`capture`.
+    """
+
+    def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module]):
+        self.model = model
+        self.layers = {layer_name(model, layer): get_layer(model, layer) for layer in layers}
+        self.activations: dict[str, torch.Tensor] = {}
+        self.gradients: dict[str, torch.Tensor] = {}
+        self._handles = []
+
+    def _forward_hook(self, name: str):
+        def hook(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(
+                    f"Layer {name!r} returns {type(output).__name__}, not a tensor; capture a "
+                    "layer whose output is one tensor."
+                )
+            # Clone: an in-place op after this layer (ReLU(inplace=True)) would otherwise
+            # overwrite what we stored.
+            self.activations[name] = output.detach().clone()
+            if output.requires_grad:
+                output.register_hook(lambda grad: self.gradients.__setitem__(name, grad.detach()))
+        return hook
+
+    def __enter__(self) -> "LayerCapture":
+        try:
+            for name, module in self.layers.items():
+                self._handles.append(module.register_forward_hook(self._forward_hook(name)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this object registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+@contextlib.contextmanager
+def capture(model: nn.Module, layers: str | nn.Module | Iterable[str | nn.Module],
+            *, freeze: bool = True) -> Iterator[LayerCapture]:
+    """Capture activations and gradients of ``layers`` while the body runs.
+
+    The model is in eval mode (and its parameters frozen unless ``freeze=False``) inside;
+    on exit, also on an exception, all hooks are removed and mode and flags restored::
+
+        with capture(model, "_blocks.15") as cap:
+            logits = model(x.detach().requires_grad_())
+            logits[0, target].backward()
+        cap.activations["_blocks.15"], cap.gradients["_blocks.15"]
+
+    With frozen parameters something upstream must require grad for gradients to reach
+    the layer: the input, as above, or pass ``freeze=False``.
+    """
+    if isinstance(layers, (str, nn.Module)):
+        layers = [layers]
+    with preserved_state(model, freeze=freeze):
+        with LayerCapture(model, layers) as cap:
+            yield cap
+
+
+def count_hooks(model: nn.Module) -> int:
+    """Number of module hooks (forward, pre-forward, backward) currently on ``model``."""
+    total = 0
+    for m in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                     "_backward_pre_hooks"):
+            total += len(getattr(m, attr, {}))
+    return total

