@@ -38,6 +38,7 @@ __all__ = [
     "imagenet_class_names",
     "get_layer",
     "layer_name",
+    "first_conv",
 ]
 
 
@@ -305,3 +306,11 @@ def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
     """The dotted name of ``layer`` in ``model`` (accepts a name or the module itself)."""
     module = get_layer(model, layer)
     return next(n for n, m in model.named_modules() if m is module)
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The first ``nn.Conv2d`` the model applies to the pixels (in module order)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise ValueError(f"{type(model).__name__} has no Conv2d layer.")

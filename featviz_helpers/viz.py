@@ -1,0 +1,148 @@
+"""Plotting, with one convention for every map in the course.
+
+The convention: a method returns a raw map (B,h,w); for display it is upsampled
+bilinearly to the image size, optionally clipped at a percentile (a few extreme pixels
+would otherwise squash the rest to black), then min–max normalised per image to [0, 1]
+with a small epsilon, and drawn with :data:`CMAP` — alone or blended over the photo.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "CMAP",
+    "EPS",
+    "upsample",
+    "normalize",
+    "display_maps",
+    "normalize_filters",
+    "filter_grid",
+    "show_filters",
+    "overlay",
+    "show_map",
+    "panels",
+]
+
+CMAP = "inferno"  # perceptually uniform: equal steps of importance look equally different
+EPS = 1e-8
+
+
+def _as_batch(maps) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
+    t = t.detach().float().cpu()
+    if t.dim() == 2:
+        t = t[None]
+    if t.dim() != 3:
+        raise ValueError(f"maps must be (B,h,w) or (h,w); got {tuple(t.shape)}.")
+    return t
+
+
+def upsample(maps, size: tuple[int, int]) -> torch.Tensor:
+    """Raw maps (B,h,w) → (B,H,W) by bilinear interpolation; values are not rescaled."""
+    t = _as_batch(maps)
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def normalize(maps, clip_percentile: float = 100.0, eps: float = EPS) -> torch.Tensor:
+    """Per-image min–max to [0,1], after clipping values above ``clip_percentile``: (B,h,w)."""
+    t = _as_batch(maps)
+    flat = t.flatten(1)
+    if clip_percentile < 100:
+        top = torch.quantile(flat, clip_percentile / 100, dim=1, keepdim=True)
+        flat = torch.minimum(flat, top)
+    lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo + eps)).view_as(t)
+
+
+def display_maps(maps, size: tuple[int, int] | None = None,
+                 clip_percentile: float = 100.0) -> np.ndarray:
+    """The course's convention in one call: upsample to ``size``, clip, normalise → numpy."""
+    t = _as_batch(maps)
+    if size is not None:
+        t = upsample(t, size)
+    return normalize(t, clip_percentile).numpy()
+
+
+def normalize_filters(weights, symmetric: bool = False) -> torch.Tensor:
+    """Conv filters (C_out,C,k,k) → [0,1] per filter, for drawing as tiny images.
+
+    Min–max per filter by default. ``symmetric=True`` maps [-a, a] to [0,1] with
+    a = max |w| of the filter, so zero is mid-grey and sign stays visible.
+    """
+    w = torch.as_tensor(weights).detach().float().cpu()
+    if w.dim() != 4:
+        raise ValueError(f"filters must be (C_out, C_in, k, k); got {tuple(w.shape)}.")
+    flat = w.flatten(1)
+    if symmetric:
+        a = flat.abs().max(1, keepdim=True).values
+        out = flat / (2 * a + EPS) + 0.5
+    else:
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        out = (flat - lo) / (hi - lo + EPS)
+    return out.view_as(w)
+
+
+def filter_grid(tiles, ncols: int | None = None, pad: int = 1) -> np.ndarray:
+    """Tiles (N,C,k,k) already in [0,1] (C = 3 or 1) → one (H,W,C) mosaic on white."""
+    t = torch.as_tensor(tiles).detach().float().cpu()
+    n, c, kh, kw = t.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    grid = np.ones((nrows * (kh + pad) + pad, ncols * (kw + pad) + pad, c), dtype=np.float32)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        y, x = pad + r * (kh + pad), pad + col * (kw + pad)
+        grid[y:y + kh, x:x + kw] = t[i].permute(1, 2, 0).numpy()
+    return grid
+
+
+def show_filters(weights, ax=None, title: str | None = None, ncols: int | None = None,
+                 symmetric: bool = False):
+    """Draw first-layer filters (C_out,3,k,k) as a grid of RGB tiles, one normalised each."""
+    ax = ax or plt.gca()
+    grid = filter_grid(normalize_filters(weights, symmetric), ncols=ncols)
+    ax.imshow(grid if grid.shape[-1] == 3 else grid[..., 0], cmap="gray",
+              interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a normalised map (H,W) in [0,1] over an image (H,W,3) in [0,1]."""
+    colours = plt.get_cmap(CMAP)(np.asarray(heat))[..., :3]
+    return (1 - alpha) * np.asarray(image) + alpha * colours
+
+
+def show_map(ax, image: np.ndarray | None, raw_map, title: str | None = None,
+             clip_percentile: float = 100.0, alpha: float = 0.5):
+    """Draw one raw map (h,w) by the convention, over ``image`` (H,W,3) when given."""
+    size = image.shape[:2] if image is not None else None
+    heat = display_maps(raw_map, size, clip_percentile)[0]
+    if image is None:
+        ax.imshow(heat, cmap=CMAP, vmin=0, vmax=1)
+    else:
+        ax.imshow(overlay(image, heat, alpha))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def panels(n: int, ncols: int | None = None, size: float = 3.0):
+    """A figure with ``n`` square panels side by side (wrapping after ``ncols``)."""
+    ncols = ncols or n
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    axes = axes.ravel()
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    return fig, axes[:n]
