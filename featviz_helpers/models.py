@@ -17,6 +17,8 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import pickle
+import re
 import urllib.error
 from dataclasses import dataclass
 
@@ -220,11 +222,23 @@ def weights_cached(name: str) -> bool:
     return os.path.isfile(weights_path(name))
 
 
+# DenseNet checkpoints predate a renaming of torchvision's modules ("norm.1" -> "norm1");
+# torchvision's builder fixes the keys with this pattern, and so do we.
+_DENSENET_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
+
+
 def _torchvision_state_dict(name: str) -> dict:
+    """The zoo checkpoint through torchvision's weights API and cache, read safely.
+
+    ``get_model(name, weights=...)`` would do the same but unpickle with
+    ``weights_only=False``; asking the weights enum directly lets us pass ``True``.
+    """
     weights = _weights_enum(name)
     try:
-        # torchvision's own cache and download; a cached file is read, not re-fetched.
-        return weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+        # A cached file is read, not re-fetched; a download is hash-checked.
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
     except (urllib.error.URLError, OSError) as e:
         raise WeightsUnavailableError(
             f"The pretrained weights of {name!r} are not in torchvision's cache and could not "
@@ -236,6 +250,14 @@ def _torchvision_state_dict(name: str) -> dict:
             f"(set TORCH_HOME to use another cache). The offline model "
             f"'efficientnet_lite0' needs no download."
         ) from e
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
+        raise WeightsUnavailableError(
+            f"The cached weights of {name!r} at {weights_path(name)} could not be read as a "
+            f"state dict ({e}). Delete the file and load the model again to re-download it."
+        ) from e
+    if name.startswith("densenet"):
+        state = {(_DENSENET_OLD_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
+    return state
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,7 +287,8 @@ def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.
     if name == "efficientnet_lite0":
         model = EfficientNetLite0()
         if pretrained:
-            state = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
+            path = lite0_weights_file()
+            state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
         spec = LITE0_SPEC
     else:

@@ -1,0 +1,67 @@
+"""Time each visualisation method as a ratio to its floor, on EfficientNet-Lite0 at 224 px.
+
+Floors: the least work a method could do. For gradient methods that is one forward pass plus
+one backward pass to the input only (no weight gradients). A ratio near 1.0 means the method
+adds no overhead of its own. Medians of repeats, thread count fixed.
+
+    python benchmarks/bench_methods.py [--threads 2] [--repeats 7] [--batches 1 8]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from featviz_helpers import hooks, images, methods, models
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up: allocator, kernels, caches
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_input_backward(model, x, target):
+    """The floor of a gradient method: forward, then d(scores)/dx only."""
+    with hooks.preserved_state(model):
+        xr = x.detach().requires_grad_(True)
+        scores = model(xr).gather(1, target[:, None]).sum()
+        torch.autograd.grad(scores, xr)
+
+
+def forward_only(model, x):
+    with torch.no_grad():
+        model(x)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = models.load_model("efficientnet_lite0")
+    photo = images.preprocess(images.load_image("chelsea"), model)
+    print(f"EfficientNet-Lite0, 224 px, {args.threads} threads, median of {args.repeats}; "
+          f"torch {torch.__version__}")
+    print(f"{'batch':>5}  {'method':<10} {'time (ms)':>10} {'floor (ms)':>11} {'ratio':>6}")
+    for b in args.batches:
+        x = photo.repeat(b, 1, 1, 1)
+        target = torch.arange(b) % 1000
+        fwd = median_seconds(lambda: forward_only(model, x), args.repeats)
+        floor = median_seconds(lambda: forward_input_backward(model, x, target), args.repeats)
+        rows = [("saliency", lambda: methods.saliency(model, x, target))]
+        print(f"{b:>5}  {'(forward)':<10} {fwd * 1e3:>10.1f} {'':>11} {'':>6}")
+        for name, fn in rows:
+            t = median_seconds(fn, args.repeats)
+            print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {floor * 1e3:>11.1f} {t / floor:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Repository rules: stripped notebooks, one dependency list, README and CI in agreement."""
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+TEST_COMMAND = "python -m pytest tests notebooks --nbval-lax --nbval-current-env"
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli")
+
+
+def test_there_are_notebooks():
+    assert [p.name[:3] for p in NOTEBOOKS][:2] == ["01_", "02_"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stored_without_outputs(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs"), f"{path.name} cell {i} has stored outputs"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} has a count"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_solution_regions_and_imports(path):
+    source = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+    assert source.count("### BEGIN SOLUTION") == source.count("### END SOLUTION") >= 1
+    assert not re.search(r"sys\.path\.(insert|append)", source), "install the helpers instead"
+
+
+def requirement_names(reqs):
+    return {re.split(r"[<>=!~ \[]", r, maxsplit=1)[0].lower(): r for r in reqs}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["test"]
+    text = (ROOT / "environment.yml").read_text()
+    pip_section = text.split("- pip:", 1)[1]
+    listed = [line.strip()[2:].strip() for line in pip_section.splitlines()
+              if line.strip().startswith("- ") and not line.strip().startswith("- -e")]
+    assert sorted(listed) == sorted(declared), "environment.yml and pyproject.toml differ"
+
+
+def test_readme_and_ci_run_the_same_test_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert TEST_COMMAND in readme and TEST_COMMAND in ci
+
+
+def test_readme_maps_every_notebook():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        assert path.name in readme, f"README's notebook map lacks {path.name}"
+
+
+def test_no_unsafe_torch_load():
+    for path in [*ROOT.glob("featviz_helpers/*.py"), *ROOT.glob("benchmarks/*.py"),
+                 *ROOT.glob("tests/*.py"), *NOTEBOOKS]:
+        for call in re.findall(r"torch\.load\(([^)]*)\)", path.read_text(encoding="utf-8")):
+            assert "weights_only=True" in call, f"{path.name}: torch.load without weights_only=True"
