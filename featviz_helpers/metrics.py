@@ -1,0 +1,208 @@
+"""Scoring explanation maps: against ground-truth masks, against the model, against each other.
+
+Every function takes raw maps (B,h,w) — as the methods return them — and gives one value per
+image, shape (B,). Maps are bilinearly upsampled to the mask's (or image's) size inside.
+
+* Localisation against a mask (B,H,W) bool: :func:`pointing_game`, :func:`energy_in_mask`,
+  :func:`box_iou` (the CAM paper's box protocol; :func:`cam_boxes` gives the boxes).
+* Faithfulness to the model: :func:`deletion_auc`, :func:`insertion_auc` (Petsiuk et al.,
+  *RISE*, 2018): delete (or insert) pixels in the map's order and watch the class probability.
+* Agreement between two maps: :func:`spearman` rank correlation (Adebayo et al. 2018 use it
+  for their sanity checks).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .methods import as_targets
+from .hooks import preserved_state
+from .viz import upsample
+
+__all__ = [
+    "pointing_game",
+    "energy_in_mask",
+    "cam_boxes",
+    "box_iou",
+    "deletion_curve",
+    "insertion_curve",
+    "deletion_auc",
+    "insertion_auc",
+    "spearman",
+]
+
+
+def _maps_and_masks(maps, masks):
+    masks = torch.as_tensor(masks).bool().cpu()
+    if masks.dim() != 3:
+        raise ValueError(f"masks must be (B,H,W); got {tuple(masks.shape)}.")
+    maps = upsample(maps, masks.shape[-2:])
+    if maps.shape[0] != masks.shape[0]:
+        raise ValueError(f"{maps.shape[0]} maps but {masks.shape[0]} masks.")
+    if not masks.flatten(1).any(1).all():
+        raise ValueError("every mask needs at least one True pixel.")
+    return maps, masks
+
+
+def pointing_game(maps, masks) -> torch.Tensor:
+    """1.0 where the map's maximum lies inside the mask, else 0.0: (B,).
+
+    Ties are split fairly: with several maximal pixels the score is the fraction of them
+    inside the mask, so a constant map scores the mask's area fraction (chance).
+    """
+    maps, masks = _maps_and_masks(maps, masks)
+    flat, inside = maps.flatten(1), masks.flatten(1)
+    top = flat == flat.max(1, keepdim=True).values
+    return (top & inside).sum(1).float() / top.sum(1).float()
+
+
+def energy_in_mask(maps, masks) -> torch.Tensor:
+    """Fraction of the map's positive mass that falls inside the mask: (B,).
+
+    Negative values count as zero. A map with no positive mass is treated as uniform, so
+    it scores the mask's area fraction (chance), like a constant map.
+    """
+    maps, masks = _maps_and_masks(maps, masks)
+    energy = maps.clamp_min(0).flatten(1)
+    inside = masks.flatten(1).float()
+    total = energy.sum(1)
+    chance = inside.mean(1)
+    frac = (energy * inside).sum(1) / total.clamp_min(1e-30)
+    return torch.where(total > 0, frac, chance)
+
+
+def _largest_component(fg: torch.Tensor) -> torch.Tensor:
+    """The largest 8-connected component of each boolean image (B,H,W)."""
+    B, H, W = fg.shape
+    ids = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, H, W).expand(B, H, W)
+    labels = torch.where(fg, ids, torch.zeros(()))
+    while True:  # every pixel takes the largest label among its 8 neighbours, within fg
+        grown = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * fg
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    out = torch.zeros_like(fg)
+    for b in range(B):
+        values, counts = labels[b][fg[b]].unique(return_counts=True)
+        if len(values):
+            out[b] = labels[b] == values[counts.argmax()]
+    return out
+
+
+def _box(mask: torch.Tensor) -> torch.Tensor:
+    """Bounding box (x0, y0, x1, y1), inclusive pixel indices, of a non-empty (H,W) mask."""
+    ys, xs = mask.nonzero(as_tuple=True)
+    return torch.stack([xs.min(), ys.min(), xs.max(), ys.max()])
+
+
+def cam_boxes(maps, size: tuple[int, int], threshold: float = 0.2) -> torch.Tensor:
+    """The CAM paper's weakly-supervised boxes (Zhou et al. 2016): (B,4) as (x0,y0,x1,y1).
+
+    Upsample to ``size``, keep pixels ≥ ``threshold`` × the map's maximum, take the bounding
+    box of the largest connected component. Coordinates are inclusive pixel indices.
+    """
+    maps = upsample(maps, size)
+    top = maps.flatten(1).max(1).values.view(-1, 1, 1)
+    fg = torch.where(top > 0, maps >= threshold * top, maps >= top)
+    component = _largest_component(fg)
+    return torch.stack([_box(c) for c in component])
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of inclusive-pixel boxes (B,4)."""
+    x0, y0 = torch.maximum(a[:, 0], b[:, 0]), torch.maximum(a[:, 1], b[:, 1])
+    x1, y1 = torch.minimum(a[:, 2], b[:, 2]), torch.minimum(a[:, 3], b[:, 3])
+    inter = (x1 - x0 + 1).clamp_min(0) * (y1 - y0 + 1).clamp_min(0)
+    area = lambda r: (r[:, 2] - r[:, 0] + 1) * (r[:, 3] - r[:, 1] + 1)
+    return inter.float() / (area(a) + area(b) - inter).float()
+
+
+def box_iou(maps, masks, threshold: float = 0.2) -> torch.Tensor:
+    """IoU between the map's :func:`cam_boxes` box and the mask's bounding box: (B,)."""
+    maps, masks = _maps_and_masks(maps, masks)
+    predicted = cam_boxes(maps, masks.shape[-2:], threshold)
+    truth = torch.stack([_box(m) for m in masks])
+    return _iou(predicted, truth)
+
+
+# ---------------------------------------------------------------------- faithfulness
+
+@torch.no_grad()
+def _probability_curve(model, x, maps, target, steps, baseline, insert):
+    B, _, H, W = x.shape
+    t = as_targets(target, B, model(x[:1]).shape[1])
+    start = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline).expand_as(x)
+    order = upsample(maps, (H, W)).flatten(1).argsort(1, descending=True)  # most important first
+    curve = []
+    for k in range(steps + 1):
+        n = round(k * H * W / steps)
+        chosen = torch.zeros(B, H * W, dtype=torch.bool)
+        chosen.scatter_(1, order[:, :n], True)
+        chosen = chosen.view(B, 1, H, W)
+        # Deletion: the chosen pixels become baseline. Insertion: only they come from x.
+        img = torch.where(chosen, x, start) if insert else torch.where(chosen, start, x)
+        curve.append(model(img).softmax(1).gather(1, t[:, None])[:, 0])
+    return torch.stack(curve, 1)
+
+
+def deletion_curve(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+    """P(target) as the map's most important pixels are replaced by ``baseline``: (B, steps+1).
+
+    ``x`` is the preprocessed batch; the default baseline is zeros, i.e. the dataset's mean
+    colour after normalisation. Column k has the top k/steps of the pixels deleted.
+    """
+    with preserved_state(model):
+        return _probability_curve(model, x, maps, target, steps, baseline, insert=False)
+
+
+def insertion_curve(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+    """P(target) as pixels are restored onto ``baseline`` in the map's order: (B, steps+1)."""
+    with preserved_state(model):
+        return _probability_curve(model, x, maps, target, steps, baseline, insert=True)
+
+
+def _auc(curve: torch.Tensor) -> torch.Tensor:
+    """Area under a curve sampled evenly on [0,1] (trapezoid rule)."""
+    return ((curve[:, 1:] + curve[:, :-1]) / 2).mean(1)
+
+
+def deletion_auc(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+    """Area under :func:`deletion_curve` (lower is better: the map found what matters): (B,)."""
+    return _auc(deletion_curve(model, x, maps, target, steps, baseline))
+
+
+def insertion_auc(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+    """Area under :func:`insertion_curve` (higher is better): (B,)."""
+    return _auc(insertion_curve(model, x, maps, target, steps, baseline))
+
+
+# ---------------------------------------------------------------------- agreement
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..n of a 1-D tensor, ties sharing their average rank."""
+    values, inverse, counts = v.unique(sorted=True, return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    average = last - (counts.double() - 1) / 2
+    return average[inverse]
+
+
+def spearman(a, b, absolute: bool = False) -> torch.Tensor:
+    """Spearman rank correlation between two maps of each image: (B,), in [-1, 1].
+
+    Maps of different resolution are upsampled to the larger one. ``absolute=True`` ranks
+    |values| (sign ignored), as Adebayo et al. do for gradient maps.
+    """
+    size_a, size_b = tuple(torch.as_tensor(a).shape[-2:]), tuple(torch.as_tensor(b).shape[-2:])
+    size = max(size_a, size_b, key=lambda s: s[0] * s[1])
+    a, b = upsample(a, size), upsample(b, size)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{a.shape[0]} maps vs {b.shape[0]} maps.")
+    if absolute:
+        a, b = a.abs(), b.abs()
+    out = []
+    for x, y in zip(a.flatten(1), b.flatten(1)):
+        rx, ry = _ranks(x), _ranks(y)
+        rx, ry = rx - rx.mean(), ry - ry.mean()
+        denom = (rx.norm() * ry.norm()).clamp_min(1e-30)
+        out.append((rx * ry).sum() / denom)
+    return torch.stack(out).float()

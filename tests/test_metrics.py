@@ -1,0 +1,108 @@
+"""metrics on hand-built maps: oracles score 1, constants score chance, boxes are exact."""
+import pytest
+import torch
+from torch import nn
+
+from featviz_helpers import metrics, shapes
+
+
+@pytest.fixture(scope="module")
+def world():
+    _, labels, masks = shapes.generate(12, seed=4)
+    return labels, masks
+
+
+def test_oracle_map_scores_one(world):
+    _, masks = world
+    oracle = masks.float()
+    assert torch.equal(metrics.pointing_game(oracle, masks), torch.ones(12))
+    assert torch.allclose(metrics.energy_in_mask(oracle, masks), torch.ones(12))
+    assert torch.allclose(metrics.box_iou(oracle, masks), torch.ones(12))
+
+
+def test_constant_map_scores_chance(world):
+    _, masks = world
+    chance = masks.float().mean((1, 2))
+    constant = torch.full((12, 8, 8), 3.0)          # low resolution: upsampled inside
+    assert torch.allclose(metrics.pointing_game(constant, masks), chance)
+    assert torch.allclose(metrics.energy_in_mask(constant, masks), chance)
+    assert torch.allclose(metrics.energy_in_mask(torch.zeros(12, 8, 8), masks), chance)
+
+
+def test_inverted_map_scores_zero(world):
+    _, masks = world
+    anti = (~masks).float()
+    assert metrics.pointing_game(anti, masks).sum() == 0
+    assert metrics.energy_in_mask(anti, masks).sum() == 0
+
+
+def test_box_protocol_hand_built():
+    mask = torch.zeros(1, 10, 10, dtype=torch.bool)
+    mask[0, 2:5, 3:7] = True                         # box x 3..6, y 2..4
+    heat = torch.zeros(1, 10, 10)
+    heat[0, 2:5, 3:7] = 1.0                          # the right box ...
+    heat[0, 8, 8] = 0.9                              # ... plus a stray, smaller blob
+    assert metrics.cam_boxes(heat, (10, 10)).tolist() == [[3, 2, 6, 4]]
+    assert metrics.box_iou(heat, mask).item() == pytest.approx(1.0)
+    half = torch.zeros(1, 10, 10)
+    half[0, 2:5, 3:5] = 1.0                          # half the box: IoU 6/12
+    assert metrics.box_iou(half, mask).item() == pytest.approx(0.5)
+    faint = heat.clone()
+    faint[0, 2:5, 5:7] = 0.1                         # below 20% of the max: cut off
+    assert metrics.cam_boxes(faint, (10, 10), threshold=0.2).tolist() == [[3, 2, 4, 4]]
+
+
+def test_largest_component_uses_8_connectivity():
+    heat = torch.zeros(1, 6, 6)
+    for i in range(4):
+        heat[0, i, i] = 1.0                          # a diagonal line: one component if 8-connected
+    heat[0, 0, 5] = 1.0
+    assert metrics.cam_boxes(heat, (6, 6)).tolist() == [[0, 0, 3, 3]]
+
+
+def test_masks_must_match(world):
+    _, masks = world
+    with pytest.raises(ValueError, match="maps"):
+        metrics.pointing_game(torch.rand(3, 8, 8), masks)
+    empty = torch.zeros(1, 8, 8, dtype=torch.bool)
+    with pytest.raises(ValueError, match="True pixel"):
+        metrics.energy_in_mask(torch.rand(1, 8, 8), empty)
+
+
+def test_spearman():
+    a = torch.rand(3, 8, 8)
+    assert torch.allclose(metrics.spearman(a, a), torch.ones(3))
+    assert torch.allclose(metrics.spearman(a, -a), -torch.ones(3))
+    assert torch.allclose(metrics.spearman(a, torch.exp(3 * a)), torch.ones(3))      # ranks only
+    signed = torch.randn(2, 8, 8)
+    assert torch.allclose(metrics.spearman(signed, -signed, absolute=True), torch.ones(2))
+    ties = torch.tensor([[[1.0, 1.0], [2.0, 3.0]]])
+    expected = torch.tensor([[[1.5, 1.5], [3.0, 4.0]]])                      # average ranks
+    assert metrics.spearman(ties, expected).item() == pytest.approx(1.0)
+    assert metrics.spearman(torch.rand(2, 4, 4), torch.rand(2, 16, 16)).shape == (2,)
+
+
+class PixelCounter(nn.Module):
+    """Logit of class 1 = sum of the left half's pixels; class 0 fixed at 0."""
+
+    def forward(self, x):
+        w = x.shape[-1]
+        s = x[:, :, :, : w // 2].sum((1, 2, 3))
+        return torch.stack([torch.zeros_like(s), s], 1)
+
+
+def test_deletion_and_insertion_follow_the_map():
+    x = torch.ones(2, 3, 8, 8)
+    good = torch.zeros(2, 8, 8)
+    good[:, :, :4] = 1.0                             # points at the left half, which matters
+    bad = 1.0 - good
+    model = PixelCounter()
+    d_good = metrics.deletion_auc(model, x, good, 1, steps=8)
+    d_bad = metrics.deletion_auc(model, x, bad, 1, steps=8)
+    i_good = metrics.insertion_auc(model, x, good, 1, steps=8)
+    i_bad = metrics.insertion_auc(model, x, bad, 1, steps=8)
+    assert (d_good < d_bad).all() and (i_good > i_bad).all()
+    curve = metrics.deletion_curve(model, x, good, 1, steps=8)
+    assert curve.shape == (2, 9)
+    assert curve[:, 0].allclose(torch.sigmoid(torch.tensor(96.0)).expand(2))
+    assert curve[:, 4].allclose(torch.full((2,), 0.5))   # left half deleted: logits tie
