@@ -9,11 +9,14 @@ them for display.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .hooks import preserved_state
+from .hooks import capture, preserved_state, relu_backward_rule
+from .models import gap_fc_head, layer_name
 
-__all__ = ["as_targets", "class_scores", "saliency"]
+__all__ = ["as_targets", "class_scores", "saliency", "guided_backprop", "neuron_guided_backprop",
+           "cam", "grad_cam", "guided_grad_cam"]
 
 
 def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
@@ -73,3 +76,85 @@ def saliency(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
         scores = class_scores(model(x), target)
         (grad,) = torch.autograd.grad(scores.sum(), x)
     return grad.abs().amax(dim=1)
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """Guided backpropagation (Springenberg et al. 2015): (B,3,H,W) → (B,3,H,W).
+
+    The gradient of each image's target logit w.r.t. the input, with every ReLU/ReLU6
+    module passing back only positive gradient where its input was positive.
+    """
+    _check_batch(x)
+    with preserved_state(model), relu_backward_rule(model, "guided"), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        scores = class_scores(model(x), target)
+        (grad,) = torch.autograd.grad(scores.sum(), x)
+    return grad
+
+
+def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
+                           channel: int) -> torch.Tensor:
+    """Guided backprop from one neuron: (B,3,H,W) → (B,3,H,W).
+
+    For each image, the neuron is ``channel`` of ``layer`` at the position where it responds
+    most; the result shows which input pixels make that response larger.
+    """
+    _check_batch(x)
+    name = layer_name(model, layer)
+    with capture(model, name) as cap, relu_backward_rule(model, "guided"), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        model(x)
+        out = cap.outputs[name]
+        if out.dim() != 4 or not 0 <= channel < out.shape[1]:
+            raise ValueError(f"channel {channel} out of range for {name!r} with output "
+                             f"{tuple(out.shape)}.")
+        peak = out[:, channel].flatten(1).amax(1)            # (B,)
+        (grad,) = torch.autograd.grad(peak.sum(), x)
+    return grad
+
+
+def cam(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """Class Activation Map (Zhou et al. 2016): (B,3,H,W) → (B,h,w), one forward, no backward.
+
+    M_c(x,y) = Σ_k w_k^c f_k(x,y) over the last conv features f and the linear layer's
+    weights w. Only for conv → global average pooling → linear networks
+    (:func:`featviz_helpers.models.gap_fc_head` says which); mean(M_c) + b_c = S_c.
+    """
+    _check_batch(x)
+    head = gap_fc_head(model)
+    with capture(model, head.layer) as cap, torch.no_grad():
+        logits = model(x)
+    t = as_targets(target, x.shape[0], logits.shape[1])
+    features = cap.activations[head.layer]
+    if head.activation is not None:
+        features = head.activation(features)
+    weights = head.fc.weight.detach()[t]                        # (B, K)
+    return torch.einsum("bk,bkhw->bhw", weights, features)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) at ``layer``: (B,3,H,W) → (B,h,w), after the ReLU.
+
+    α_k = mean over positions of ∂S_c/∂A_k; L = ReLU(Σ_k α_k A_k). One forward, and a
+    backward that stops at ``layer`` (nothing below it is differentiated).
+    """
+    _check_batch(x)
+    name = layer_name(model, layer)
+    with capture(model, name, stop_gradient=True) as cap, torch.enable_grad():
+        scores = class_scores(model(x), target)
+        scores.sum().backward()
+    activations, gradients = cap.activations[name], cap.gradients[name]
+    if activations.dim() != 4:
+        raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; Grad-CAM needs a "
+                         "(B,C,h,w) feature map (for a ViT, reshape patch tokens to a grid).")
+    alpha = gradients.mean(dim=(2, 3), keepdim=True)            # (B, K, 1, 1)
+    return (alpha * activations).sum(1).clamp_min(0)
+
+
+def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
+    """Guided Grad-CAM: bilinearly upsampled Grad-CAM ⊙ guided backprop, (B,3,H,W)."""
+    coarse = grad_cam(model, x, target, layer)
+    fine = guided_backprop(model, x, target)
+    upsampled = F.interpolate(coarse[:, None], size=x.shape[-2:], mode="bilinear",
+                              align_corners=False)
+    return fine * upsampled

@@ -47,6 +47,8 @@ __all__ = [
     "get_layer",
     "layer_name",
     "first_conv",
+    "GapFcHead",
+    "gap_fc_head",
 ]
 
 
@@ -416,3 +418,36 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
         if isinstance(module, nn.Conv2d):
             return module
     raise ValueError(f"{type(model).__name__} has no Conv2d layer.")
+
+
+@dataclass(frozen=True)
+class GapFcHead:
+    """Where a conv → global-average-pool → linear classifier keeps its pieces.
+
+    ``layer`` names the module whose output, after ``activation`` (if any), is the last conv
+    feature map f (B,K,h,w) that is averaged and fed to the linear layer ``fc`` (K → classes).
+    """
+
+    layer: str
+    fc: nn.Linear
+    activation: object = None   # applied to the layer's output first (DenseNet: ReLU)
+
+
+def gap_fc_head(model: nn.Module) -> GapFcHead:
+    """The GAP→FC head of a model that has one; a clear error for those that do not."""
+    if isinstance(model, EfficientNetLite0):
+        return GapFcHead("_head_act", model._fc)
+    if isinstance(model, ShapesCNN):
+        return GapFcHead("stage5", model.fc)
+    if isinstance(model, torchvision.models.ResNet):
+        return GapFcHead("layer4", model.fc)
+    if isinstance(model, torchvision.models.DenseNet):
+        # DenseNet applies its last ReLU functionally, outside any module.
+        return GapFcHead("features", model.classifier, F.relu)
+    raise ValueError(
+        f"{type(model).__name__} does not end in conv features → global average pooling → one "
+        "linear layer, so CAM does not apply: its class scores are not a weighted sum of "
+        "spatially averaged feature maps (AlexNet and VGG flatten the map into several fully "
+        "connected layers; a ViT has no conv map). Use Grad-CAM (methods.grad_cam), which "
+        "works for any layer of any architecture."
+    )

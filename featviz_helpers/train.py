@@ -35,9 +35,9 @@ CURVE_SIZE = 500      # images per point of the learning curve
 
 RECIPES = {
     # name: training variant, steps, batch, peak learning rate, weight decay, warmup steps
-    "shapes_cnn": dict(variant="plain", steps=2000, batch=64, lr=3e-3, weight_decay=1e-4,
+    "shapes_cnn": dict(variant="plain", steps=800, batch=64, lr=3e-3, weight_decay=1e-4,
                        warmup=100),
-    "shapes_cnn_biased": dict(variant="biased", steps=2000, batch=64, lr=3e-3,
+    "shapes_cnn_biased": dict(variant="biased", steps=800, batch=64, lr=3e-3,
                               weight_decay=1e-4, warmup=100),
     "shapes_vit": dict(variant="plain", steps=12000, batch=128, lr=1e-3, weight_decay=0.05,
                        warmup=500),
@@ -87,8 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(Path(models.shapes_weights_file("x")).parent),
                         help="folder for NAME.pt and NAME.json (default: data/models)")
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--save-every", type=int, default=500)
+    parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/NAME.ckpt")
     parser.add_argument("--stop-after", type=int,
                         help="save OUT/NAME.ckpt after this many steps and exit (resume later)")

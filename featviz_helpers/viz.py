@@ -26,6 +26,9 @@ __all__ = [
     "overlay",
     "show_map",
     "panels",
+    "gradient_image",
+    "show_gradient",
+    "channel_max",
 ]
 
 CMAP = "inferno"  # perceptually uniform: equal steps of importance look equally different
@@ -131,6 +134,37 @@ def show_map(ax, image: np.ndarray | None, raw_map, title: str | None = None,
         ax.imshow(heat, cmap=CMAP, vmin=0, vmax=1)
     else:
         ax.imshow(overlay(image, heat, alpha))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def channel_max(maps) -> torch.Tensor:
+    """RGB maps (B,3,H,W) → (B,H,W) by max over channels of |value| (as saliency does)."""
+    return torch.as_tensor(maps).detach().float().abs().amax(1)
+
+
+def gradient_image(grads, clip_percentile: float = 99.5) -> np.ndarray:
+    """Signed RGB gradients (B,3,H,W) → images (B,H,W,3) in [0,1], zero at mid-grey.
+
+    The convention for maps that keep their colour channels (guided backprop, deconvnet):
+    divide each image by its ``clip_percentile`` of |value| (clipping beyond), then map
+    [-1, 1] to [0, 1]. Colour then shows which channel pushes the score which way.
+    """
+    g = torch.as_tensor(grads).detach().float().cpu()
+    if g.dim() == 3:
+        g = g[None]
+    if g.dim() != 4 or g.shape[1] != 3:
+        raise ValueError(f"gradients must be (B,3,H,W); got {tuple(g.shape)}.")
+    scale = torch.quantile(g.abs().flatten(1), clip_percentile / 100, dim=1).view(-1, 1, 1, 1)
+    out = (g / (scale + EPS)).clamp(-1, 1) * 0.5 + 0.5
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+def show_gradient(ax, grads, title: str | None = None, clip_percentile: float = 99.5):
+    """Draw one signed RGB gradient (3,H,W) by :func:`gradient_image`'s convention."""
+    ax.imshow(gradient_image(grads, clip_percentile)[0])
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
