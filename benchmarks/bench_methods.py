@@ -1,8 +1,12 @@
 """Time each visualisation method as a ratio to its floor, on EfficientNet-Lite0 at 224 px.
 
-Floors: the least work a method could do. For gradient methods that is one forward pass plus
-one backward pass to the input only (no weight gradients). A ratio near 1.0 means the method
-adds no overhead of its own. Medians of repeats, thread count fixed.
+Floors: the least work a method could do, written in bare PyTorch.
+  saliency, guided backprop: one forward + a backward to the input only (no weight grads);
+  CAM:                       one forward, no graph;
+  Grad-CAM:                  one forward + a backward that stops at the layer;
+  Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor.
+A ratio near 1.0 means the method adds no overhead of its own. Medians of repeats, thread
+count fixed.
 
     python benchmarks/bench_methods.py [--threads 2] [--repeats 7] [--batches 1 8]
 """
@@ -38,6 +42,24 @@ def forward_only(model, x):
         model(x)
 
 
+def forward_backward_to_layer(model, x, target, layer):
+    """The floor of Grad-CAM: the graph restarts at ``layer``; backward stops there."""
+    module = models.get_layer(model, layer)
+    leaves = []
+
+    def restart(mod, inputs, output):
+        leaves.append(output.detach().requires_grad_(True))
+        return leaves[-1]
+
+    handle = module.register_forward_hook(restart)
+    try:
+        with hooks.preserved_state(model):
+            scores = model(x).gather(1, target[:, None]).sum()
+            torch.autograd.grad(scores, leaves[0])
+    finally:
+        handle.remove()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -50,15 +72,25 @@ def main():
     photo = images.preprocess(images.load_image("chelsea"), model)
     print(f"EfficientNet-Lite0, 224 px, {args.threads} threads, median of {args.repeats}; "
           f"torch {torch.__version__}")
+    print("Grad-CAM at _blocks.15; floors as in this script's docstring")
     print(f"{'batch':>5}  {'method':<10} {'time (ms)':>10} {'floor (ms)':>11} {'ratio':>6}")
     for b in args.batches:
         x = photo.repeat(b, 1, 1, 1)
         target = torch.arange(b) % 1000
+        layer = "_blocks.15"
         fwd = median_seconds(lambda: forward_only(model, x), args.repeats)
-        floor = median_seconds(lambda: forward_input_backward(model, x, target), args.repeats)
-        rows = [("saliency", lambda: methods.saliency(model, x, target))]
-        print(f"{b:>5}  {'(forward)':<10} {fwd * 1e3:>10.1f} {'':>11} {'':>6}")
-        for name, fn in rows:
+        to_input = median_seconds(lambda: forward_input_backward(model, x, target), args.repeats)
+        to_layer = median_seconds(lambda: forward_backward_to_layer(model, x, target, layer),
+                                  args.repeats)
+        rows = [
+            ("saliency", lambda: methods.saliency(model, x, target), to_input),
+            ("guided bp", lambda: methods.guided_backprop(model, x, target), to_input),
+            ("CAM", lambda: methods.cam(model, x, target), fwd),
+            ("Grad-CAM", lambda: methods.grad_cam(model, x, target, layer), to_layer),
+            ("Guided GC", lambda: methods.guided_grad_cam(model, x, target, layer),
+             to_layer + to_input),
+        ]
+        for name, fn, floor in rows:
             t = median_seconds(fn, args.repeats)
             print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {floor * 1e3:>11.1f} {t / floor:>6.2f}")
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import methods, viz
-from .hooks import count_hooks, preserved_state
+from . import methods, models, viz
+from .hooks import capture, count_hooks, preserved_state
 
 __all__ = [
     "CheckError",
@@ -20,6 +20,10 @@ __all__ = [
     "check_normalize_filters",
     "check_filter_response",
     "check_saliency",
+    "check_relu_rules",
+    "check_guided_backprop",
+    "check_cam",
+    "check_grad_cam",
 ]
 
 
@@ -177,3 +181,145 @@ def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     raise CheckError(f"saliency differs from the library copy: relative error "
                      f"{rel_error(got, expected):.2e}. Check: eval mode, the logit of each "
                      "image's target, the gradient w.r.t. the input x, then max_c |·|.")
+
+
+# -------------------------------------------------------------------- notebook 03
+
+# The lecture's worked example: forward input x, upstream gradient g.
+RELU_EXAMPLE_X = torch.tensor([[1.0, -1, 5], [2, -5, -7], [-3, 2, 4]])
+RELU_EXAMPLE_G = torch.tensor([[-2.0, 3, -1], [6, -3, 1], [2, -1, 3]])
+RELU_EXAMPLE_EXPECTED = {
+    "standard": torch.tensor([[-2.0, 0, -1], [6, 0, 0], [0, -1, 3]]),
+    "deconvnet": torch.tensor([[0.0, 3, 0], [6, 0, 1], [2, 0, 3]]),
+    "guided": torch.tensor([[0.0, 0, 0], [6, 0, 0], [0, 0, 3]]),
+}
+_RELU_HINTS = {
+    "standard": "standard backprop passes g where the forward input was positive: g·1[x>0].",
+    "deconvnet": "the deconvnet passes g where g itself is positive, ignoring x: g·1[g>0].",
+    "guided": "guided backprop needs both: g·1[x>0]·1[g>0].",
+}
+
+
+def check_relu_rules(fn) -> None:
+    """``fn(x, g, rule)`` → the gradient a ReLU passes back, for rule in standard/deconvnet/guided."""
+    for rule, expected in RELU_EXAMPLE_EXPECTED.items():
+        got = torch.as_tensor(fn(RELU_EXAMPLE_X.clone(), RELU_EXAMPLE_G.clone(), rule)).float()
+        if got.shape != expected.shape:
+            raise CheckError(f"{rule}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}.")
+        if not torch.equal(got, expected):
+            wrong = [r for r, e in RELU_EXAMPLE_EXPECTED.items() if torch.equal(got, e)]
+            also = f" You computed the {wrong[0]} rule instead." if wrong else ""
+            raise CheckError(f"{rule} rule on the lecture's example gives\n{got.tolist()}\n"
+                             f"expected\n{expected.tolist()}.{also} Recall: {_RELU_HINTS[rule]}")
+    _passed("all three ReLU backward rules reproduce the lecture's worked example.")
+
+
+def _state(model):
+    return (model.training, [p.requires_grad for p in model.parameters()], count_hooks(model),
+            sum("forward" in m.__dict__ for m in model.modules()))
+
+
+def _check_leaves_model_alone(fn_name, model, before):
+    after = _state(model)
+    if after[0] != before[0]:
+        raise CheckError(f"{fn_name} changed the model's train/eval mode; restore it.")
+    if after[1] != before[1]:
+        raise CheckError(f"{fn_name} changed parameters' requires_grad flags; restore them.")
+    if after[2] != before[2]:
+        raise CheckError(f"{fn_name} left hooks on the model; remove them in a finally block.")
+    if after[3] != before[3]:
+        raise CheckError(f"{fn_name} left a replaced forward on some ReLU; restore every one, "
+                         "also when an exception is raised.")
+
+
+def check_guided_backprop(fn, model: nn.Module, x: torch.Tensor, target) -> None:
+    """``fn(model, x, target)`` → (B,3,H,W), compared with ``methods.guided_backprop``."""
+    before = _state(model)
+    got = fn(model, x, target)
+    _check_leaves_model_alone("your guided backprop", model, before)
+    expected = methods.guided_backprop(model, x, target)
+    got = torch.as_tensor(got).detach()
+    if got.shape != expected.shape:
+        raise CheckError(f"shape {tuple(got.shape)}; expected (B,3,H,W) = {tuple(expected.shape)}.")
+    if rel_error(got, expected) <= 1e-4:
+        _passed(f"guided backprop matches the library copy on {type(model).__name__} "
+                f"(relative error {rel_error(got, expected):.1e}).")
+        return
+    with preserved_state(model), torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        (plain,) = torch.autograd.grad(methods.class_scores(model(xr), target).sum(), xr)
+    if rel_error(got, plain) <= 1e-4:
+        raise CheckError("you returned the plain gradient: the ReLUs did not use the guided rule. "
+                         "Is your replacement applied to every nn.ReLU / nn.ReLU6 module, "
+                         "during the forward pass?")
+    raise CheckError(f"guided backprop differs from the library copy (relative error "
+                     f"{rel_error(got, expected):.2e}). Are ReLU6 modules handled, and a ReLU "
+                     "module that is called twice in one forward pass?")
+
+
+# -------------------------------------------------------------------- notebook 04
+
+def check_cam(fn, model: nn.Module, x: torch.Tensor, target) -> None:
+    """``fn(model, x, target)`` → (B,h,w) class activation maps, compared with ``methods.cam``."""
+    before = _state(model)
+    got = torch.as_tensor(fn(model, x, target)).detach()
+    _check_leaves_model_alone("your CAM", model, before)
+    expected = methods.cam(model, x, target)
+    if got.shape != expected.shape:
+        raise CheckError(f"shape {tuple(got.shape)}; expected (B,h,w) = {tuple(expected.shape)} "
+                         "at the last conv layer's resolution (no upsampling here).")
+    if rel_error(got, expected) <= 1e-4:
+        _passed(f"CAM matches the library copy (relative error {rel_error(got, expected):.1e}).")
+        return
+    z = expected.shape[-1] * expected.shape[-2]
+    head = models.gap_fc_head(model)
+    t = methods.as_targets(target, x.shape[0], head.fc.out_features)
+    bias = head.fc.bias.detach()[t].view(-1, 1, 1)
+    for candidate, message in [
+        (expected + bias, "you added the bias b_c to every position; CAM is Σ_k w_k f_k only "
+                          "(the bias is a constant that belongs to the score, not to a place)."),
+        (expected / z, "you divided by Z = h·w; CAM is the sum Σ_k w_k f_k (its *mean* is the "
+                       "score minus the bias)."),
+        (expected.clamp_min(0), "you applied a ReLU; CAM keeps negative evidence."),
+    ]:
+        if rel_error(got, candidate) <= 1e-4:
+            raise CheckError(message)
+    raise CheckError(f"CAM differs from the library copy (relative error "
+                     f"{rel_error(got, expected):.2e}). Use the last conv features (after their "
+                     "activation) and the weights of each image's own target class.")
+
+
+# -------------------------------------------------------------------- notebook 05
+
+def check_grad_cam(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None:
+    """``fn(model, x, target, layer)`` → (B,h,w), compared with ``methods.grad_cam``."""
+    before = _state(model)
+    got = torch.as_tensor(fn(model, x, target, layer)).detach()
+    _check_leaves_model_alone("your Grad-CAM", model, before)
+    expected = methods.grad_cam(model, x, target, layer)
+    if got.shape != expected.shape:
+        raise CheckError(f"shape {tuple(got.shape)}; expected (B,h,w) = {tuple(expected.shape)} "
+                         "at the layer's resolution.")
+    if rel_error(got, expected) <= 1e-4:
+        _passed(f"Grad-CAM matches the library copy at {layer!r} "
+                f"(relative error {rel_error(got, expected):.1e}).")
+        return
+    if (got < 0).any():
+        raise CheckError("your map has negative values: Grad-CAM ends with a ReLU, keeping only "
+                         "evidence *for* the class.")
+    with capture(model, layer, stop_gradient=True) as cap, torch.enable_grad():
+        methods.class_scores(model(x), target).sum().backward()
+    name = models.layer_name(model, layer)
+    a, g = cap.activations[name], cap.gradients[name]
+    for candidate, message in [
+        ((g * a).sum(1).clamp_min(0), "you multiplied gradients and activations position by "
+                                      "position; first average the gradients over positions to "
+                                      "get one weight α_k per channel."),
+        ((-g.mean((2, 3), keepdim=True) * a).sum(1).clamp_min(0),
+         "your map is the counterfactual one: the gradient's sign is flipped."),
+    ]:
+        if rel_error(got, candidate) <= 1e-4:
+            raise CheckError(message)
+    raise CheckError(f"Grad-CAM differs from the library copy (relative error "
+                     f"{rel_error(got, expected):.2e}). α_k = mean of ∂S_c/∂A_k over positions; "
+                     "L = ReLU(Σ_k α_k A_k), at the layer you were given.")

@@ -444,6 +444,13 @@ def gap_fc_head(model: nn.Module) -> GapFcHead:
     if isinstance(model, torchvision.models.DenseNet):
         # DenseNet applies its last ReLU functionally, outside any module.
         return GapFcHead("features", model.classifier, F.relu)
+    if isinstance(model, nn.Sequential) and len(model) >= 4:
+        # A plain stack ending in ... → AdaptiveAvgPool2d(1) → Flatten → Linear.
+        *_, before, pool, flat, fc = model
+        names = [name for name, _ in model.named_children()]
+        if (isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1))
+                and isinstance(flat, nn.Flatten) and isinstance(fc, nn.Linear)):
+            return GapFcHead(names[-4], fc)
     raise ValueError(
         f"{type(model).__name__} does not end in conv features → global average pooling → one "
         "linear layer, so CAM does not apply: its class scores are not a weighted sum of "

@@ -39,7 +39,7 @@ RECIPES = {
                        warmup=100),
     "shapes_cnn_biased": dict(variant="biased", steps=800, batch=64, lr=3e-3,
                               weight_decay=1e-4, warmup=100),
-    "shapes_vit": dict(variant="plain", steps=12000, batch=128, lr=1e-3, weight_decay=0.05,
+    "shapes_vit": dict(variant="plain", steps=8000, batch=128, lr=2e-3, weight_decay=0.05,
                        warmup=500),
 }
 # The variants each model is scored on after training.
