@@ -1,10 +1,12 @@
-"""Time each visualisation method as a ratio to its floor, on EfficientNet-Lite0 at 224 px.
+"""Time each visualisation method as a ratio to its floor, on EfficientNet-Lite0 at 224 px
+(and the ViT attention methods on the shapes ViT).
 
 Floors: the least work a method could do, written in bare PyTorch.
   saliency, guided backprop: one forward + a backward to the input only (no weight grads);
   CAM:                       one forward, no graph;
   Grad-CAM:                  one forward + a backward that stops at the layer;
-  Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor.
+  Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor;
+  ViT attention, rollout:    one forward (no graph).
 A ratio near 1.0 means the method adds no overhead of its own. Medians of repeats, thread
 count fixed.
 
@@ -93,6 +95,27 @@ def main():
         for name, fn, floor in rows:
             t = median_seconds(fn, args.repeats)
             print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {floor * 1e3:>11.1f} {t / floor:>6.2f}")
+    vit_table(args)
+
+
+def vit_table(args):
+    """Attention extraction and rollout on the shapes ViT, as ratios to one forward pass."""
+    from featviz_helpers import shapes
+
+    vit = models.load_model("shapes_vit")
+    print("\nshapes_vit (torchvision VisionTransformer, 64 px, patch 8), floor = one forward")
+    print(f"{'batch':>5}  {'step':<22} {'time (ms)':>10} {'floor (ms)':>11} {'ratio':>6}")
+    for b in args.batches:
+        x = images.preprocess(shapes.generate(b, seed=0)[0], vit)
+        fwd = median_seconds(lambda: forward_only(vit, x), args.repeats)
+        attn = methods.vit_attention(vit, x)
+        rows = [("attention extraction", lambda: methods.vit_attention(vit, x)),
+                ("rollout (from attention)", lambda: methods.attention_rollout(attn)),
+                ("extraction + rollout",
+                 lambda: methods.attention_rollout(methods.vit_attention(vit, x)))]
+        for name, fn in rows:
+            t = median_seconds(fn, args.repeats)
+            print(f"{b:>5}  {name:<22} {t * 1e3:>10.1f} {fwd * 1e3:>11.1f} {t / fwd:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ __all__ = [
     "check_guided_backprop",
     "check_cam",
     "check_grad_cam",
+    "check_vit_attention",
+    "check_rollout",
 ]
 
 
@@ -323,3 +325,71 @@ def check_grad_cam(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None
     raise CheckError(f"Grad-CAM differs from the library copy (relative error "
                      f"{rel_error(got, expected):.2e}). α_k = mean of ∂S_c/∂A_k over positions; "
                      "L = ReLU(Σ_k α_k A_k), at the layer you were given.")
+
+
+# -------------------------------------------------------------------- notebook 06
+
+def check_vit_attention(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """``fn(model, x)`` → (L,B,heads,N,N); compared with PyTorch's own attention weights.
+
+    For every block, ``nn.MultiheadAttention(..., need_weights=True,
+    average_attn_weights=False)`` is run on the same LayerNorm-ed input.
+    """
+    before = _state(model)
+    got = torch.as_tensor(fn(model, x)).detach()
+    _check_leaves_model_alone("your attention extraction", model, before)
+    blocks = list(model.encoder.layers)
+    names = [f"encoder.layers.{n}.ln_1" for n, _ in model.encoder.layers.named_children()]
+    with capture(model, names) as cap, torch.no_grad():
+        model(x)
+        reference = []
+        for block, name in zip(blocks, names):
+            t = cap.activations[name]
+            _, w = block.self_attention(t, t, t, need_weights=True, average_attn_weights=False)
+            reference.append(w)
+    reference = torch.stack(reference)
+    if got.shape != reference.shape:
+        raise CheckError(f"shape {tuple(got.shape)}; expected (L,B,heads,N,N) = "
+                         f"{tuple(reference.shape)}.")
+    rows = got.sum(-1)
+    if not torch.allclose(rows, torch.ones_like(rows), atol=1e-4):
+        raise CheckError("rows of your attention do not sum to 1: softmax over the *key* axis "
+                         "(the last one), after scaling QKᵀ by 1/√d_head.")
+    err = rel_error(got, reference)
+    if err > 1e-5:
+        bad_layers = [l for l in range(len(blocks)) if rel_error(got[l], reference[l]) > 1e-5]
+        raise CheckError(f"attention differs from nn.MultiheadAttention's (relative error "
+                         f"{err:.1e}, first at layer {bad_layers[0]}). Use the block's LayerNorm-ed "
+                         "input (ln_1), in_proj_weight/in_proj_bias split into Q, K, V, heads of "
+                         "size d = D/heads, and the 1/√d scale.")
+    _passed(f"attention of all {len(blocks)} layers matches nn.MultiheadAttention "
+            f"(relative error {err:.1e}).")
+
+
+def check_rollout(fn) -> None:
+    """``fn(attn, head_fusion)`` → (B,N,N) attention rollout, compared with the library copy."""
+    g = torch.Generator().manual_seed(3)
+    # One image: then a missing keepdim broadcasts silently instead of raising.
+    attn = torch.rand(3, 1, 4, 5, 5, generator=g).softmax(-1)
+    for fusion in ("mean", "max", "min"):
+        got = torch.as_tensor(fn(attn.clone(), fusion)).detach().float()
+        expected = methods.attention_rollout(attn, fusion)
+        if got.shape != expected.shape:
+            raise CheckError(f"{fusion}: shape {tuple(got.shape)}; expected (B,N,N) = "
+                             f"{tuple(expected.shape)}.")
+        rows = got.sum(-1)
+        if not torch.allclose(rows, torch.ones_like(rows), atol=1e-5):
+            raise CheckError(f"{fusion}: rows sum to {rows.flatten()[:3].tolist()}…, not 1. "
+                             "Renormalise each row of (A + I) by its own sum — "
+                             "a.sum(-1, keepdim=True); without keepdim the division broadcasts "
+                             "along the wrong axis.")
+        if rel_error(got, expected) > 1e-5:
+            raise CheckError(f"{fusion}: differs from the library copy (relative error "
+                             f"{rel_error(got, expected):.1e}). Fuse heads, add I, renormalise "
+                             "rows, then multiply layers with the *later* layer on the left.")
+    eye = torch.eye(5).expand(3, 2, 4, 5, 5)
+    one_hot = torch.as_tensor(fn(eye.clone(), "mean")).float()[:, 0]
+    if not torch.allclose(one_hot, torch.eye(5)[0].expand(2, 5)):
+        raise CheckError("identity attention must roll out to the identity: [CLS]'s row one-hot "
+                         "on itself.")
+    _passed("attention rollout: rows sum to 1, identity stays identity, all fusions match.")

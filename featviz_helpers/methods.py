@@ -16,7 +16,8 @@ from .hooks import capture, preserved_state, relu_backward_rule
 from .models import gap_fc_head, layer_name
 
 __all__ = ["as_targets", "class_scores", "saliency", "guided_backprop", "neuron_guided_backprop",
-           "cam", "grad_cam", "guided_grad_cam"]
+           "cam", "grad_cam", "guided_grad_cam", "vit_attention", "attention_rollout",
+           "tokens_to_grid", "vit_grad_cam"]
 
 
 def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
@@ -146,7 +147,12 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     activations, gradients = cap.activations[name], cap.gradients[name]
     if activations.dim() != 4:
         raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; Grad-CAM needs a "
-                         "(B,C,h,w) feature map (for a ViT, reshape patch tokens to a grid).")
+                         "(B,C,h,w) feature map (for a ViT use vit_grad_cam).")
+    return _grad_cam_map(activations, gradients)
+
+
+def _grad_cam_map(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """ReLU(Σ_k α_k A_k) with α_k the positional mean of the gradient: (B,K,h,w) → (B,h,w)."""
     alpha = gradients.mean(dim=(2, 3), keepdim=True)            # (B, K, 1, 1)
     return (alpha * activations).sum(1).clamp_min(0)
 
@@ -158,3 +164,94 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.T
     upsampled = F.interpolate(coarse[:, None], size=x.shape[-2:], mode="bilinear",
                               align_corners=False)
     return fine * upsampled
+
+
+# --------------------------------------------------------------------------- ViT attention
+
+def _vit_blocks(model: nn.Module) -> list[str]:
+    """Names of a torchvision VisionTransformer's encoder blocks, first to last."""
+    encoder = getattr(model, "encoder", None)
+    layers = getattr(encoder, "layers", None)
+    if layers is None or not len(layers) or not hasattr(layers[0], "self_attention"):
+        raise ValueError(f"{type(model).__name__} is not a torchvision VisionTransformer "
+                         "(expected model.encoder.layers[i].self_attention).")
+    return [f"encoder.layers.{name}" for name, _ in layers.named_children()]
+
+
+def vit_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per-layer, per-head attention of a torchvision ViT: (B,3,H,W) → (L,B,heads,N,N).
+
+    Recomputed from each block's LayerNorm-ed input and its attention's in-projection:
+    softmax(Q Kᵀ / √d_head). Token 0 is [CLS]; N = 1 + number of patches. One forward pass.
+    """
+    _check_batch(x)
+    blocks = _vit_blocks(model)
+    norms = [f"{b}.ln_1" for b in blocks]
+    with capture(model, norms) as cap, torch.no_grad():
+        model(x)
+    out = []
+    for block, norm in zip(blocks, norms):
+        mha = model.get_submodule(f"{block}.self_attention")
+        tokens = cap.activations[norm]                           # (B, N, D)
+        B, N, D = tokens.shape
+        h, d = mha.num_heads, D // mha.num_heads
+        bias = None if mha.in_proj_bias is None else mha.in_proj_bias.detach()
+        qkv = F.linear(tokens, mha.in_proj_weight.detach(), bias)      # (B, N, 3D)
+        q, k, _ = qkv.view(B, N, 3, h, d).permute(2, 0, 3, 1, 4)      # each (B, h, N, d)
+        out.append((q @ k.transpose(-2, -1) / d ** 0.5).softmax(dim=-1))
+    return torch.stack(out)
+
+
+def attention_rollout(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020): (L,B,heads,N,N) → (B,N,N).
+
+    Per layer: fuse heads (mean, max or min), add the identity for the residual path,
+    renormalise rows; then multiply the layers from first to last. Every row sums to 1;
+    row 0 ([CLS]) over columns 1.. is the map over patches.
+    """
+    fuse = {"mean": lambda a: a.mean(dim=2), "max": lambda a: a.amax(dim=2),
+            "min": lambda a: a.amin(dim=2)}
+    if head_fusion not in fuse:
+        raise ValueError(f"head_fusion must be one of {sorted(fuse)}, got {head_fusion!r}.")
+    if attn.dim() != 5 or attn.shape[-1] != attn.shape[-2]:
+        raise ValueError(f"attn must be (L,B,heads,N,N); got {tuple(attn.shape)}.")
+    layers = fuse[head_fusion](attn.detach().double())          # (L, B, N, N)
+    eye = torch.eye(layers.shape[-1], dtype=layers.dtype)
+    rollout = None
+    for a in layers:
+        a = a + eye
+        a = a / a.sum(dim=-1, keepdim=True)   # keepdim: divide each *row* by its own sum
+        rollout = a if rollout is None else a @ rollout
+    return rollout.float()
+
+
+def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+    """ViT tokens (B,N,D) with [CLS] first → patch features on their grid (B,D,g,g)."""
+    B, N, D = tokens.shape
+    g = int(round((N - 1) ** 0.5))
+    if g * g != N - 1:
+        raise ValueError(f"{N - 1} patch tokens do not form a square grid.")
+    return tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
+
+
+def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch.Tensor:
+    """Grad-CAM for a torchvision ViT on its patch tokens: (B,3,H,W) → (B,g,g).
+
+    ``layer`` is a module whose output is the token sequence (B,N,D), by default the input
+    of the last encoder block (the output of the one before). Not the last block's own
+    output: the classifier reads only the [CLS] token after it, so the patch tokens there
+    get no gradient at all.
+    """
+    _check_batch(x)
+    blocks = _vit_blocks(model)
+    if layer is None:
+        if len(blocks) < 2:
+            raise ValueError("a one-block ViT has no earlier block; pass layer explicitly.")
+        layer = blocks[-2]
+    name = layer_name(model, layer)
+    with capture(model, name, stop_gradient=True) as cap, torch.enable_grad():
+        class_scores(model(x), target).sum().backward()
+    activations, gradients = cap.activations[name], cap.gradients[name]
+    if activations.dim() != 3:
+        raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}, not tokens (B,N,D).")
+    return _grad_cam_map(tokens_to_grid(activations), tokens_to_grid(gradients))

@@ -12,8 +12,9 @@ image, shape (B,). Maps are bilinearly upsampled to the mask's (or image's) size
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy import ndimage
 
 from .methods import as_targets
 from .hooks import preserved_state
@@ -73,19 +74,13 @@ def energy_in_mask(maps, masks) -> torch.Tensor:
 
 def _largest_component(fg: torch.Tensor) -> torch.Tensor:
     """The largest 8-connected component of each boolean image (B,H,W)."""
-    B, H, W = fg.shape
-    ids = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, H, W).expand(B, H, W)
-    labels = torch.where(fg, ids, torch.zeros(()))
-    while True:  # every pixel takes the largest label among its 8 neighbours, within fg
-        grown = F.max_pool2d(labels[:, None], 3, stride=1, padding=1)[:, 0] * fg
-        if torch.equal(grown, labels):
-            break
-        labels = grown
     out = torch.zeros_like(fg)
-    for b in range(B):
-        values, counts = labels[b][fg[b]].unique(return_counts=True)
-        if len(values):
-            out[b] = labels[b] == values[counts.argmax()]
+    eight = np.ones((3, 3), dtype=bool)
+    for b, image in enumerate(fg.numpy()):
+        labels, count = ndimage.label(image, structure=eight)
+        if count:
+            sizes = np.bincount(labels.ravel())[1:]
+            out[b] = torch.from_numpy(labels == sizes.argmax() + 1)
     return out
 
 
