@@ -30,6 +30,9 @@ __all__ = [
     "deletion_auc",
     "insertion_auc",
     "spearman",
+    "LOCALISATION_METRICS",
+    "localisation_table",
+    "format_table",
 ]
 
 
@@ -201,3 +204,32 @@ def spearman(a, b, absolute: bool = False) -> torch.Tensor:
         denom = (rx.norm() * ry.norm()).clamp_min(1e-30)
         out.append((rx * ry).sum() / denom)
     return torch.stack(out).float()
+
+
+# ---------------------------------------------------------------------- tables
+
+LOCALISATION_METRICS = {"pointing game": pointing_game, "energy in mask": energy_in_mask,
+                        "box IoU": box_iou}
+
+
+def localisation_table(maps_by_name: dict, masks) -> dict[str, dict[str, float]]:
+    """Mean pointing game, energy in mask and box IoU for each named set of maps (B,h,w).
+
+    A last row, "chance (constant map)", scores a constant map on the same masks.
+    """
+    masks = torch.as_tensor(masks)
+    rows = dict(maps_by_name)
+    rows["chance (constant map)"] = torch.ones(masks.shape[0], 8, 8)
+    return {name: {metric: fn(maps, masks).mean().item()
+                   for metric, fn in LOCALISATION_METRICS.items()}
+            for name, maps in rows.items()}
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    """A table from :func:`localisation_table` as aligned text."""
+    columns = list(next(iter(table.values())))
+    width = max(len(name) for name in table) + 2
+    lines = [" " * width + "".join(f"{c:>16s}" for c in columns)]
+    lines += [f"{name:{width}s}" + "".join(f"{row[c]:16.3f}" for c in columns)
+              for name, row in table.items()]
+    return "\n".join(lines)

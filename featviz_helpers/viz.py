@@ -29,6 +29,7 @@ __all__ = [
     "gradient_image",
     "show_gradient",
     "channel_max",
+    "bar_chart",
 ]
 
 CMAP = "inferno"  # perceptually uniform: equal steps of importance look equally different
@@ -180,3 +181,17 @@ def panels(n: int, ncols: int | None = None, size: float = 3.0):
     for ax in axes[n:]:
         ax.set_axis_off()
     return fig, axes[:n]
+
+
+def bar_chart(table: dict[str, dict[str, float]], ax=None, ylim=(0, 1)):
+    """Grouped bars for a {row: {column: value}} table: one group per column, one bar per row."""
+    ax = ax or plt.subplots(figsize=(9, 3.5))[1]
+    columns = list(next(iter(table.values())))
+    width = 0.8 / len(table)
+    for n, (name, row) in enumerate(table.items()):
+        ax.bar([j + n * width for j in range(len(columns))], [row[c] for c in columns], width,
+               label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))], columns)
+    ax.set_ylim(*ylim)
+    ax.legend(fontsize=8, ncol=2)
+    return ax

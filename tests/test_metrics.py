@@ -106,3 +106,14 @@ def test_deletion_and_insertion_follow_the_map():
     assert curve.shape == (2, 9)
     assert curve[:, 0].allclose(torch.sigmoid(torch.tensor(96.0)).expand(2))
     assert curve[:, 4].allclose(torch.full((2,), 0.5))   # left half deleted: logits tie
+
+
+def test_localisation_table_and_text(world):
+    _, masks = world
+    table = metrics.localisation_table({"oracle": masks.float()}, masks)
+    assert list(table) == ["oracle", "chance (constant map)"]
+    assert table["oracle"] == {"pointing game": 1.0, "energy in mask": 1.0, "box IoU": 1.0}
+    chance = masks.float().mean((1, 2)).mean().item()
+    assert table["chance (constant map)"]["pointing game"] == pytest.approx(chance)
+    text = metrics.format_table(table)
+    assert "oracle" in text and "1.000" in text and "box IoU" in text.splitlines()[0]

@@ -76,3 +76,14 @@ def test_panel_and_dropdown_refuse_empty():
         widgets.panel(lambda: None)
     with pytest.raises(ValueError):
         widgets.dropdown([], "empty")
+
+
+def test_bar_chart_and_gradient_image():
+    ax = viz.bar_chart({"a": {"x": 0.5, "y": 0.2}, "b": {"x": 0.1, "y": 0.9}})
+    assert len(ax.patches) == 4
+    plt.close(ax.figure)
+    g = torch.randn(2, 3, 5, 5)
+    img = viz.gradient_image(g)
+    assert img.shape == (2, 5, 5, 3) and img.min() >= 0 and img.max() <= 1
+    assert viz.gradient_image(torch.zeros(1, 3, 4, 4))[0, 0, 0].tolist() == [0.5, 0.5, 0.5]
+    assert viz.channel_max(-g).shape == (2, 5, 5)
