@@ -7,8 +7,8 @@ Floors: the least work a method could do, written in bare PyTorch.
   Grad-CAM:                  one forward + a backward that stops at the layer;
   Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor;
   ViT attention, rollout:    one forward (no graph).
-A ratio near 1.0 means the method adds no overhead of its own. Medians of repeats, thread
-count fixed.
+A ratio near 1.0 means the method adds no overhead of its own. Each method is timed
+alternately with its floor; the ratio is the median of the per-pair ratios. Thread count fixed.
 
     python benchmarks/bench_methods.py [--threads 2] [--repeats 7] [--batches 1 8]
 """
@@ -21,14 +21,23 @@ import torch
 from featviz_helpers import hooks, images, methods, models
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, kernels, caches
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def paired_times(fn, floor, repeats: int) -> tuple[float, float, float]:
+    """Median time of ``fn``, of ``floor``, and median of their per-pair ratios.
+
+    The two are timed alternately, so a drift in machine speed (frequency, other load)
+    affects both sides of each ratio alike.
+    """
+    for _ in range(2):  # warm-up: allocator, kernels, caches
+        fn(), floor()
+    pairs = [(seconds(fn), seconds(floor)) for _ in range(repeats)]
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(a / b for a, b in pairs))
 
 
 def forward_input_backward(model, x, target):
@@ -65,7 +74,7 @@ def forward_backward_to_layer(model, x, target, layer):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -80,21 +89,19 @@ def main():
         x = photo.repeat(b, 1, 1, 1)
         target = torch.arange(b) % 1000
         layer = "_blocks.15"
-        fwd = median_seconds(lambda: forward_only(model, x), args.repeats)
-        to_input = median_seconds(lambda: forward_input_backward(model, x, target), args.repeats)
-        to_layer = median_seconds(lambda: forward_backward_to_layer(model, x, target, layer),
-                                  args.repeats)
+        to_input = lambda: forward_input_backward(model, x, target)
+        to_layer = lambda: forward_backward_to_layer(model, x, target, layer)
         rows = [
             ("saliency", lambda: methods.saliency(model, x, target), to_input),
             ("guided bp", lambda: methods.guided_backprop(model, x, target), to_input),
-            ("CAM", lambda: methods.cam(model, x, target), fwd),
+            ("CAM", lambda: methods.cam(model, x, target), lambda: forward_only(model, x)),
             ("Grad-CAM", lambda: methods.grad_cam(model, x, target, layer), to_layer),
             ("Guided GC", lambda: methods.guided_grad_cam(model, x, target, layer),
-             to_layer + to_input),
+             lambda: (to_layer(), to_input())),
         ]
         for name, fn, floor in rows:
-            t = median_seconds(fn, args.repeats)
-            print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {floor * 1e3:>11.1f} {t / floor:>6.2f}")
+            t, f, ratio = paired_times(fn, floor, args.repeats)
+            print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {f * 1e3:>11.1f} {ratio:>6.2f}")
     vit_table(args)
 
 
@@ -104,19 +111,18 @@ def vit_table(args):
 
     vit = models.load_model("shapes_vit")
     print("\nshapes_vit (torchvision VisionTransformer, 64 px, patch 8), floor = one forward")
-    print(f"{'batch':>5}  {'step':<22} {'time (ms)':>10} {'floor (ms)':>11} {'ratio':>6}")
+    print(f"{'batch':>5}  {'step':<24} {'time (ms)':>8} {'floor (ms)':>11} {'ratio':>6}")
     for b in args.batches:
         x = images.preprocess(shapes.generate(b, seed=0)[0], vit)
-        fwd = median_seconds(lambda: forward_only(vit, x), args.repeats)
         attn = methods.vit_attention(vit, x)
+        forward = lambda: forward_only(vit, x)
         rows = [("attention extraction", lambda: methods.vit_attention(vit, x)),
                 ("rollout (from attention)", lambda: methods.attention_rollout(attn)),
                 ("extraction + rollout",
                  lambda: methods.attention_rollout(methods.vit_attention(vit, x)))]
         for name, fn in rows:
-            t = median_seconds(fn, args.repeats)
-            print(f"{b:>5}  {name:<22} {t * 1e3:>10.1f} {fwd * 1e3:>11.1f} {t / fwd:>6.2f}")
-
+            t, f, ratio = paired_times(fn, forward, args.repeats)
+            print(f"{b:>5}  {name:<24} {t * 1e3:>8.1f} {f * 1e3:>11.1f} {ratio:>6.2f}")
 
 if __name__ == "__main__":
     main()
