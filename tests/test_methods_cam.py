@@ -179,3 +179,11 @@ def test_guided_grad_cam_is_the_product(lite0, photo_batch):
     up = torch.nn.functional.interpolate(coarse[:, None], size=(224, 224), mode="bilinear",
                                          align_corners=False)
     assert torch.allclose(product, methods.guided_backprop(lite0, x, t) * up, atol=1e-7)
+
+
+def test_cam_batch_of_mixed_targets_equals_single(lite0, photo_batch):
+    t = torch.tensor([281, 967, 872])
+    batched = methods.cam(lite0, photo_batch, t)
+    for i in range(3):
+        assert torch.allclose(batched[i], methods.cam(lite0, photo_batch[i:i + 1], t[i:i + 1])[0],
+                              rtol=1e-4, atol=1e-5)

@@ -92,3 +92,13 @@ def test_bundled_models_load_with_shapes_metadata():
     with torch.no_grad():
         features = cnn.stage5(cnn.stage4(cnn.stage3(cnn.stage2(cnn.stage1(torch.zeros(1, 3, 64, 64))))))
     assert features.shape[-2:] == (16, 16)
+
+
+def test_shapes_cnn_grad_cam_points_at_the_objects():
+    from featviz_helpers import images, methods, metrics
+    cnn = models.load_model("shapes_cnn")
+    pictures, labels, masks = shapes.generate(200, seed=123)
+    maps = methods.grad_cam(cnn, images.preprocess(pictures, cnn), labels, "stage5")
+    hit = metrics.pointing_game(maps, masks).mean().item()
+    chance = masks.float().mean().item()
+    assert hit > 4 * chance, (hit, chance)
