@@ -65,6 +65,24 @@ def _passed(message: str) -> None:
     print(f"passed: {message}")
 
 
+def _state(model):
+    return (model.training, [p.requires_grad for p in model.parameters()], count_hooks(model),
+            sum("forward" in m.__dict__ for m in model.modules()))
+
+
+def _check_leaves_model_alone(fn_name, model, before):
+    after = _state(model)
+    if after[0] != before[0]:
+        raise CheckError(f"{fn_name} changed the model's train/eval mode; restore it.")
+    if after[1] != before[1]:
+        raise CheckError(f"{fn_name} changed parameters' requires_grad flags; restore them.")
+    if after[2] != before[2]:
+        raise CheckError(f"{fn_name} left hooks on the model; remove them in a finally block.")
+    if after[3] != before[3]:
+        raise CheckError(f"{fn_name} left a replaced forward on some ReLU; restore every one, "
+                         "also when an exception is raised.")
+
+
 # -------------------------------------------------------------------- notebook 01
 
 def check_normalize_filters(fn) -> None:
@@ -135,18 +153,11 @@ def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     with preserved_state(model), torch.no_grad():
         num_classes = model(x[:1]).shape[1]
     t = methods.as_targets(target, x.shape[0], num_classes)
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    hooks = count_hooks(model)
+    before = _state(model)
     got = fn(model, x, t.clone())
     if not isinstance(got, torch.Tensor):
         raise CheckError(f"return a torch.Tensor, not {type(got).__name__}.")
-    if model.training != was_training:
-        raise CheckError("your function changed the model's train/eval mode; restore it.")
-    if [p.requires_grad for p in model.parameters()] != flags:
-        raise CheckError("your function changed parameters' requires_grad flags; restore them.")
-    if count_hooks(model) != hooks:
-        raise CheckError("your function left hooks on the model; remove them (use try/finally).")
+    _check_leaves_model_alone("your saliency", model, before)
     B, _, H, W = x.shape
     if got.shape == (B, 3, H, W):
         raise CheckError("your map still has a colour dimension: take the max over the three "
@@ -214,24 +225,6 @@ def check_relu_rules(fn) -> None:
             raise CheckError(f"{rule} rule on the lecture's example gives\n{got.tolist()}\n"
                              f"expected\n{expected.tolist()}.{also} Recall: {_RELU_HINTS[rule]}")
     _passed("all three ReLU backward rules reproduce the lecture's worked example.")
-
-
-def _state(model):
-    return (model.training, [p.requires_grad for p in model.parameters()], count_hooks(model),
-            sum("forward" in m.__dict__ for m in model.modules()))
-
-
-def _check_leaves_model_alone(fn_name, model, before):
-    after = _state(model)
-    if after[0] != before[0]:
-        raise CheckError(f"{fn_name} changed the model's train/eval mode; restore it.")
-    if after[1] != before[1]:
-        raise CheckError(f"{fn_name} changed parameters' requires_grad flags; restore them.")
-    if after[2] != before[2]:
-        raise CheckError(f"{fn_name} left hooks on the model; remove them in a finally block.")
-    if after[3] != before[3]:
-        raise CheckError(f"{fn_name} left a replaced forward on some ReLU; restore every one, "
-                         "also when an exception is raised.")
 
 
 def check_guided_backprop(fn, model: nn.Module, x: torch.Tensor, target) -> None:
