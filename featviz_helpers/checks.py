@@ -65,6 +65,13 @@ def _passed(message: str) -> None:
     print(f"passed: {message}")
 
 
+def _grad_of(model, x, scores_fn):
+    """d(sum of scores_fn(model(x)))/dx, (B,C,H,W)."""
+    x = x.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(scores_fn(model(x)).sum(), x)
+    return g
+
+
 def _state(model):
     return (model.training, [p.requires_grad for p in model.parameters()], count_hooks(model),
             sum("forward" in m.__dict__ for m in model.modules()))
@@ -137,12 +144,6 @@ def check_filter_response(fn) -> None:
 
 
 # -------------------------------------------------------------------- notebook 02
-
-def _grad_of(model, x, scores_fn):
-    x = x.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(scores_fn(model(x)).sum(), x)
-    return g
-
 
 def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     """``fn(model, x, target)`` → (B,H,W) saliency; compared with the library copy.
@@ -241,8 +242,7 @@ def check_guided_backprop(fn, model: nn.Module, x: torch.Tensor, target) -> None
                 f"(relative error {rel_error(got, expected):.1e}).")
         return
     with preserved_state(model), torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        (plain,) = torch.autograd.grad(methods.class_scores(model(xr), target).sum(), xr)
+        plain = _grad_of(model, x, lambda out: methods.class_scores(out, target))
     if rel_error(got, plain) <= 1e-4:
         raise CheckError("you returned the plain gradient: the ReLUs did not use the guided rule. "
                          "Is your replacement applied to every nn.ReLU / nn.ReLU6 module, "

@@ -116,9 +116,13 @@ def _spec(model):
     return spec
 
 
+def _mean_std(spec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The spec's per-channel mean and std, shaped (1,3,1,1) to broadcast over a batch."""
+    return (torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1))
+
+
 def _normalise(x: torch.Tensor, spec) -> torch.Tensor:
-    mean = torch.tensor(spec.mean, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=x.dtype).view(1, 3, 1, 1)
+    mean, std = _mean_std(spec)
     return (x - mean) / std
 
 
@@ -167,8 +171,7 @@ def deprocess(x: torch.Tensor, model) -> np.ndarray:
     single = x.dim() == 3
     if single:
         x = x[None]
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    mean, std = _mean_std(spec)
     out = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     return out[0] if single else out
 
