@@ -2,30 +2,54 @@
 
 Each ``check_*`` runs the student's function on cases with known answers and either
 prints one line saying what passed or raises :class:`CheckError` saying precisely what is
-wrong — and, where a common mistake can be recognised, which one.
+wrong — and, where a common mistake can be recognised, which one. The ``hidden_check_*``
+functions are the classroom's hidden tests: targets other than the top-1 class, a model
+handed over in train mode, a second architecture, inputs that must stay untouched.
+
+Student code always runs on private copies of the model and the inputs (so nothing it does
+can reach the notebook's own objects) and with the library copies of the methods blocked
+(:mod:`featviz_helpers.library_guard`): calling ``methods.saliency`` is not an answer to
+"write saliency".
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 from . import methods, models, viz
-from .hooks import capture, count_hooks, preserved_state
+from .hooks import capture, count_hooks, preserved_state, relu_backward_rule
+from .library_guard import LibraryCopyUsed, library_copies_blocked
 
 __all__ = [
     "CheckError",
     "rel_error",
     "assert_close",
+    "run_exercise",
+    "try_exercise",
     "check_normalize_filters",
+    "hidden_check_normalize_filters",
     "check_filter_response",
+    "hidden_check_filter_response",
     "check_saliency",
+    "hidden_check_saliency",
     "check_relu_rules",
+    "hidden_check_relu_rules",
     "check_guided_backprop",
+    "hidden_check_guided_backprop",
+    "check_cam_from_features",
     "check_cam",
+    "hidden_check_cam",
     "check_grad_cam",
+    "hidden_check_grad_cam",
     "check_vit_attention",
+    "hidden_check_vit_attention",
     "check_rollout",
+    "hidden_check_rollout",
 ]
 
 
@@ -72,31 +96,202 @@ def _grad_of(model, x, scores_fn):
     return g
 
 
-def _state(model):
-    return (model.training, [p.requires_grad for p in model.parameters()], count_hooks(model),
-            sum("forward" in m.__dict__ for m in model.modules()))
+# ------------------------------------------------------------- running the student's code
+
+@dataclass
+class _ModelState:
+    """Everything about a model that a visualisation method must leave as it found it."""
+
+    training: list
+    requires_grad: list
+    has_grad: list
+    hooks: int
+    patched: list
+    tensors: dict
 
 
-def _check_leaves_model_alone(fn_name, model, before):
-    after = _state(model)
-    if after[0] != before[0]:
-        raise CheckError(f"{fn_name} changed the model's train/eval mode; restore it.")
-    if after[1] != before[1]:
-        raise CheckError(f"{fn_name} changed parameters' requires_grad flags; restore them.")
-    if after[2] != before[2]:
-        raise CheckError(f"{fn_name} left hooks on the model; remove them in a finally block.")
-    if after[3] != before[3]:
-        raise CheckError(f"{fn_name} left a replaced forward on some ReLU; restore every one, "
-                         "also when an exception is raised.")
+def _model_state(model: nn.Module) -> _ModelState:
+    return _ModelState(
+        training=[m.training for m in model.modules()],
+        requires_grad=[p.requires_grad for p in model.parameters()],
+        has_grad=[p.grad is not None for p in model.parameters()],
+        hooks=count_hooks(model),
+        patched=[name or "the model" for name, m in model.named_modules()
+                 if "forward" in m.__dict__],
+        tensors={k: v.detach().clone() for k, v in model.state_dict().items()},
+    )
+
+
+def _state_changes(before: _ModelState, after: _ModelState) -> list[str]:
+    """What changed, each as a sentence ending in what to do about it."""
+    changes = []
+    if after.training != before.training:
+        changes.append("changed the model's train/eval mode; remember the caller's mode and "
+                       "restore it (model.train(was_training)) in a finally block.")
+    if after.requires_grad != before.requires_grad:
+        changes.append("changed parameters' requires_grad flags; restore them.")
+    if after.hooks != before.hooks:
+        changes.append("left hooks on the model; remove them in a finally block.")
+    if after.patched != before.patched:
+        changes.append(f"left a replaced forward on {after.patched[:3] or before.patched[:3]}; "
+                       "restore every one, also when an exception is raised.")
+    changed = [k for k, v in after.tensors.items()
+               if k not in before.tensors or not torch.equal(v, before.tensors[k])]
+    if changed:
+        stats = [k for k in changed if "running_" in k or "num_batches" in k]
+        if stats:
+            changes.append(f"changed BatchNorm statistics ({stats[0]}): a forward pass in "
+                           "train mode updates them. Switch to eval mode first.")
+        else:
+            changes.append(f"changed the model's weights ({changed[0]}): never write into "
+                           "parameters (no in-place ops on weight tensors).")
+    if after.has_grad != before.has_grad:
+        changes.append("left weight gradients (.grad) on the model's parameters; take "
+                       "gradients with torch.autograd.grad w.r.t. what you need, or freeze "
+                       "the parameters during the backward pass.")
+    return changes
+
+
+def _private(arg):
+    """A copy the student's code may do anything to: modules deep-copied, tensors cloned."""
+    if isinstance(arg, nn.Module):
+        return copy.deepcopy(arg)
+    if isinstance(arg, torch.Tensor):
+        return arg.detach().clone()
+    return arg
+
+
+def _mutated_inputs(args, copies) -> list[int]:
+    return [n for n, (a, c) in enumerate(zip(args, copies))
+            if isinstance(a, torch.Tensor) and not (c.shape == a.shape and torch.equal(c, a))]
+
+
+def _run(what: str, fn, args, train: bool = False):
+    """``fn(*copies of args)`` with the library copies blocked; checks it left them alone.
+
+    Models among ``args`` are deep-copied (and put in train mode if ``train``), tensors
+    cloned. Raises :class:`CheckError` if the call changed a model's state or an input.
+    """
+    copies = [_private(a) for a in args]
+    nets = [c for c in copies if isinstance(c, nn.Module)]
+    if train:
+        for net in nets:
+            net.train()
+    before = [_model_state(net) for net in nets]
+    with library_copies_blocked(what):
+        result = fn(*copies)
+    for net, state in zip(nets, before):
+        changes = _state_changes(state, _model_state(net))
+        if changes:
+            raise CheckError(f"{what} {changes[0]}")
+    mutated = _mutated_inputs(args, copies)
+    if mutated:
+        raise CheckError(f"{what} changed its input argument number {mutated[0] + 1} in place; "
+                         "work on new tensors (no `+=`, `.clamp_()`, `x[...] = ...` on inputs): "
+                         "the caller still needs them.")
+    return result
+
+
+def _tensor(what: str, result) -> torch.Tensor:
+    if not isinstance(result, torch.Tensor):
+        raise CheckError(f"{what} must return a torch.Tensor, not {type(result).__name__}.")
+    return result.detach()
+
+
+def run_exercise(fn, *args):
+    """``fn(*args)`` on private copies, with the library copies blocked; its result.
+
+    For identity checks on your function: raises :class:`CheckError` if it changed the
+    model or an input, so a mistake cannot reach the notebook's own model.
+    """
+    return _run(f"your {getattr(fn, '__name__', 'function')}", fn, args)
+
+
+def try_exercise(fn, *args):
+    """Your function's result on private copies of ``args``, or ``None`` with a note.
+
+    For the cells that show your own result: an exercise that is not written yet (or
+    raises) prints one line instead of stopping the notebook; the graded cells say why.
+    """
+    name = getattr(fn, "__name__", "your function")
+    try:
+        return run_exercise(fn, *args)
+    except NotImplementedError:
+        print(f"`{name}` is not written yet, so this cell shows the library copy instead.")
+    except Exception as e:  # noqa: BLE001 - any failure is reported, never raised here
+        print(f"`{name}` raised {type(e).__name__}: {e}\nThis cell shows the library copy "
+              "instead; the graded cells above say what to fix.")
+    return None
+
+
+def _hidden_case(case: str, fn, args, expected: torch.Tensor, tol: float = 1e-4,
+                 hint: str = "", train: bool = False) -> None:
+    """One hidden test: ``fn(*args)`` on private copies must match ``expected`` and leave
+    every model and input as it was. ``case`` says in words what is being tested."""
+    what = f"[{case}] your function"
+    try:
+        got = _tensor(what, _run(what, fn, args, train=train))
+    except (CheckError, LibraryCopyUsed, NotImplementedError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckError(f"{what} raised {type(e).__name__}: {e}") from e
+    if got.shape != expected.shape:
+        raise CheckError(f"{what} returned shape {tuple(got.shape)}, expected "
+                         f"{tuple(expected.shape)}. {hint}")
+    err = rel_error(got, expected)
+    if not err <= tol:
+        raise CheckError(f"{what} differs from the right answer: relative error {err:.2e}. "
+                         f"{hint}")
+
+
+def _restores_after_error(case: str, fn, model: nn.Module, args) -> None:
+    """Hidden test: when the forward pass raises inside ``fn``, the model is still restored."""
+    what = f"[{case}] your function"
+    net = copy.deepcopy(model)
+    before = _model_state(net)
+    with library_copies_blocked(what):
+        try:
+            fn(net, *args)
+        except (LibraryCopyUsed, NotImplementedError):
+            raise
+        except Exception:  # noqa: BLE001 - the error is expected; the state is what we test
+            pass
+    changes = _state_changes(before, _model_state(net))
+    if changes:
+        raise CheckError(f"{what}: when the forward pass raised, your function {changes[0]}")
+
+
+def _seeded(build):
+    """``build()`` with torch's global RNG seeded, without disturbing the caller's RNG."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build()
+
+
+def _random_resnet18() -> nn.Module:
+    """ResNet-18 with random weights: in-place ReLUs, one ReLU used twice per block."""
+    return _seeded(lambda: models.load_model("resnet18", pretrained=False))
+
+
+def _hidden_targets(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A class per image that is not its top-1 (rank 2, 4, 3, 5, … of its own top 5)."""
+    with preserved_state(model), torch.no_grad():
+        top5 = model(x).topk(5, dim=1).indices
+    ranks = torch.tensor([2, 4, 3, 5, 1])[torch.arange(x.shape[0]) % 5] - 1
+    return top5[torch.arange(x.shape[0]), ranks]
 
 
 # -------------------------------------------------------------------- notebook 01
+
+_NORMALIZE_HINT = ("Per filter: (w − min) / (max − min), min and max over that filter's C·k·k "
+                   "numbers (all colour channels together, so colours keep their balance).")
+
 
 def check_normalize_filters(fn) -> None:
     """``fn(w)``: filters (C_out,C,k,k) → the same shape, each filter min–max scaled to [0,1]."""
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6, 3, 5, 5, generator=g) * torch.logspace(-3, 1, 6).view(6, 1, 1, 1)
-    got = torch.as_tensor(fn(w.clone()))
+    got = _tensor("normalize_filters", _run("your normalize_filters", fn, [w]))
     if got.shape != w.shape:
         raise CheckError(f"normalize_filters returned shape {tuple(got.shape)}; it must keep "
                          f"the filters' shape {tuple(w.shape)}.")
@@ -106,13 +301,40 @@ def check_normalize_filters(fn) -> None:
         raise CheckError("You normalised all filters together. Scale each filter by its own "
                          "min and max: filters differ in scale by orders of magnitude, and the "
                          "small ones would all be flat grey.")
+    flat = w.flatten(2)
+    lo, hi = flat.min(2, keepdim=True).values, flat.max(2, keepdim=True).values
+    per_channel = ((flat - lo) / (hi - lo)).view_as(w)
+    if rel_error(got, per_channel) < 1e-4:
+        raise CheckError("You normalised each colour channel of a filter on its own. Take min "
+                         "and max over the whole filter (all three channels together): "
+                         "per channel, a filter that wants 'red minus green' turns grey.")
     if got.min() < -1e-6 or got.max() > 1 + 1e-6:
         raise CheckError(f"values range over [{got.min():.3g}, {got.max():.3g}]; each filter "
                          "must map its own minimum to 0 and maximum to 1.")
-    assert_close(got, expected, 1e-4, "normalised filters",
-                 "Per filter: (w − min) / (max − min), min and max over that filter's "
-                 "C·k·k numbers (all colour channels together, so colours keep their balance).")
+    assert_close(got, expected, 1e-4, "normalised filters", _NORMALIZE_HINT)
     _passed("each filter scaled to [0,1] by its own min and max.")
+
+
+def hidden_check_normalize_filters(fn) -> None:
+    """Other shapes, float64, a dead (all-zero) filter, and the input left untouched."""
+    g = torch.Generator().manual_seed(10)
+    for shape in [(5, 1, 7, 7), (4, 16, 1, 1), (2, 3, 11, 11)]:
+        w = torch.randn(shape, generator=g) * 3 - 1
+        _hidden_case(f"filters of shape {shape}", fn, [w], viz.normalize_filters(w),
+                     hint=_NORMALIZE_HINT)
+    w = torch.randn(3, 3, 3, 3, generator=g, dtype=torch.float64)
+    _hidden_case("float64 filters", fn, [w], viz.normalize_filters(w).double(),
+                 hint=_NORMALIZE_HINT)
+    w = torch.randn(4, 3, 3, 3, generator=g)
+    w[2] = 0.0
+    got = _tensor("normalize_filters", _run("[a dead filter] your function", fn, [w]))
+    if not torch.isfinite(got).all():
+        raise CheckError("[a dead filter, all zeros] your result has NaN or inf: max − min is 0 "
+                         "there. Add a small epsilon to the denominator.")
+    keep = [0, 1, 3]
+    assert_close(got[keep], viz.normalize_filters(w)[keep], 1e-4,
+                 "[a dead filter] the other filters", _NORMALIZE_HINT)
+    _passed("hidden tests of normalize_filters.")
 
 
 def check_filter_response(fn) -> None:
@@ -122,7 +344,10 @@ def check_filter_response(fn) -> None:
     filt = torch.arange(27, dtype=torch.float32).view(3, 3, 3) - 13
     impulse = torch.zeros(3, 5, 5)
     impulse[1, 2, 2] = 1.0
-    got = torch.as_tensor(fn(impulse, filt)).detach().float()
+    got = _tensor("filter_response", _run("your filter_response", fn, [impulse, filt])).float()
+    if got.shape == (3, 5, 5):
+        raise CheckError("your response has a colour dimension: sum the products over the three "
+                         "colour channels (and over u, v) — one number per pixel.")
     if got.shape != (5, 5):
         raise CheckError(f"response to a 3×5×5 image has shape {tuple(got.shape)}; expected "
                          "(5, 5): pad by k//2 so the map is as large as the image.")
@@ -137,35 +362,52 @@ def check_filter_response(fn) -> None:
     g = torch.Generator().manual_seed(1)
     image, filt = torch.rand(3, 12, 9, generator=g), torch.randn(3, 5, 5, generator=g)
     expected = F.conv2d(image[None], filt[None], padding=2)[0, 0]
-    assert_close(torch.as_tensor(fn(image, filt)).detach().float(), expected, 1e-5,
-                 "response of a 5×5 filter on a random image",
+    got = _tensor("filter_response", _run("your filter_response", fn, [image, filt])).float()
+    assert_close(got, expected, 1e-5, "response of a 5×5 filter on a random image",
                  "Sum over all three colour channels; zero-pad by k//2 on every side.")
     _passed("cross-correlation with zero padding; impulse response is the filter rotated 180°.")
 
 
+def hidden_check_filter_response(fn) -> None:
+    """Non-square images, 7×7 and 1×1 filters, zero padding at the corners, inputs untouched."""
+    g = torch.Generator().manual_seed(11)
+    hint = "Cross-correlation summed over colour channels, zero padding k//2 on every side."
+    for (h, w), k in [((10, 17), 7), ((6, 6), 1), ((9, 4), 3)]:
+        image, filt = torch.rand(3, h, w, generator=g), torch.randn(3, k, k, generator=g)
+        expected = F.conv2d(image[None], filt[None], padding=k // 2)[0, 0]
+        _hidden_case(f"a {h}×{w} image and a {k}×{k} filter", fn, [image, filt], expected,
+                     tol=1e-5, hint=hint)
+    corner = torch.zeros(3, 6, 6)
+    corner[:, 0, 0] = 1.0
+    filt = torch.randn(3, 5, 5, generator=g)
+    _hidden_case("a bright pixel in the corner (zero padding)", fn, [corner, filt],
+                 F.conv2d(corner[None], filt[None], padding=2)[0, 0], tol=1e-5,
+                 hint="Pad with zeros (not by repeating or mirroring the border).")
+    _passed("hidden tests of filter_response.")
+
+
 # -------------------------------------------------------------------- notebook 02
+
+_SALIENCY_HINT = ("Check: eval mode, the logit of each image's own target (not the argmax, not "
+                  "the first image's), the gradient w.r.t. the input x, then max_c |·|.")
+
 
 def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     """``fn(model, x, target)`` → (B,H,W) saliency; compared with the library copy.
 
-    Also checks that the model's mode and ``requires_grad`` flags are as they were and no
-    hooks are left behind. Use a batch with different targets to test batching.
+    Also checks that the model's mode, ``requires_grad`` flags and weights are as they were
+    and no hooks are left behind. Use a batch with different targets to test batching.
     """
     with preserved_state(model), torch.no_grad():
         num_classes = model(x[:1]).shape[1]
     t = methods.as_targets(target, x.shape[0], num_classes)
-    before = _state(model)
-    got = fn(model, x, t.clone())
-    if not isinstance(got, torch.Tensor):
-        raise CheckError(f"return a torch.Tensor, not {type(got).__name__}.")
-    _check_leaves_model_alone("your saliency", model, before)
+    got = _tensor("your saliency", _run("your saliency", fn, [model, x, t]))
     B, _, H, W = x.shape
     if got.shape == (B, 3, H, W):
         raise CheckError("your map still has a colour dimension: take the max over the three "
                          "channels of |gradient|.")
     if got.shape != (B, H, W):
         raise CheckError(f"shape {tuple(got.shape)}; expected (B, H, W) = {(B, H, W)}.")
-    got = got.detach()
     if (got < 0).any():
         raise CheckError("your map has negative values: take the absolute value of the "
                          "gradient before the max over channels.")
@@ -184,6 +426,7 @@ def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
         (g_prob.abs().amax(1), "you differentiated the softmax probability; use the raw class "
                                "score (logit) S_c, before the softmax."),
         (g_logit.abs().sum(1), "you summed |gradient| over colour channels; take the max."),
+        (g_logit.abs().mean(1), "you averaged |gradient| over colour channels; take the max."),
         (g_logit.amax(1).abs(), "you took the max of the signed gradient, then |·|; take "
                                 "|gradient| first, then the max over channels."),
         (g_first.abs().amax(1), "every image used the first image's class; backprop each "
@@ -193,8 +436,27 @@ def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
         if rel_error(got, candidate) <= 1e-4:
             raise CheckError(message)
     raise CheckError(f"saliency differs from the library copy: relative error "
-                     f"{rel_error(got, expected):.2e}. Check: eval mode, the logit of each "
-                     "image's target, the gradient w.r.t. the input x, then max_c |·|.")
+                     f"{rel_error(got, expected):.2e}. {_SALIENCY_HINT}")
+
+
+def hidden_check_saliency(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: classes other than the top-1, mixed in one batch; one image with two
+    targets; a model in train mode; ResNet-18; model and inputs left untouched."""
+    x = x[:3]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than each image's top-1 class, mixed in one batch", fn,
+                 [model, x, t], methods.saliency(model, x, t), hint=_SALIENCY_HINT)
+    pair, t2 = x[:1].expand(2, -1, -1, -1), torch.stack([t[0], t[1]])
+    _hidden_case("one image twice, with two different target classes", fn, [model, pair, t2],
+                 methods.saliency(model, pair, t2), hint=_SALIENCY_HINT)
+    _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2]],
+                 methods.saliency(model, x[:2], t[:2]), train=True,
+                 hint="Switch to eval mode inside (BatchNorm must use its running statistics).")
+    resnet = _random_resnet18()
+    xr, tr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)), torch.tensor([3, 7])
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn, [resnet, xr, tr],
+                 methods.saliency(resnet, xr, tr), train=True, hint=_SALIENCY_HINT)
+    _passed("hidden tests of saliency.")
 
 
 # -------------------------------------------------------------------- notebook 03
@@ -217,7 +479,8 @@ _RELU_HINTS = {
 def check_relu_rules(fn) -> None:
     """``fn(x, g, rule)`` → the gradient a ReLU passes back, for rule in standard/deconvnet/guided."""
     for rule, expected in RELU_EXAMPLE_EXPECTED.items():
-        got = torch.as_tensor(fn(RELU_EXAMPLE_X.clone(), RELU_EXAMPLE_G.clone(), rule)).float()
+        got = _tensor("relu_backward", _run("your relu_backward", fn,
+                                            [RELU_EXAMPLE_X, RELU_EXAMPLE_G, rule])).float()
         if got.shape != expected.shape:
             raise CheckError(f"{rule}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}.")
         if not torch.equal(got, expected):
@@ -228,37 +491,103 @@ def check_relu_rules(fn) -> None:
     _passed("all three ReLU backward rules reproduce the lecture's worked example.")
 
 
+def hidden_check_relu_rules(fn) -> None:
+    """Batched 4-D tensors with exact zeros in x and g; inputs left untouched."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randint(-2, 3, (2, 3, 4, 5), generator=g).float()   # many exact zeros
+    grad = torch.randint(-2, 3, (2, 3, 4, 5), generator=g).float()
+    masks = {"standard": x > 0, "deconvnet": grad > 0, "guided": (x > 0) & (grad > 0)}
+    for rule, mask in masks.items():
+        _hidden_case(f"{rule} rule on a 4-D batch with zeros in x and g", fn, [x, grad, rule],
+                     grad * mask, tol=0.0,
+                     hint=f"{_RELU_HINTS[rule]} At exactly 0 nothing passes (strict >).")
+    _passed("hidden tests of the ReLU rules.")
+
+
+def _guided_diagnosis(got, model, x, target) -> str:
+    with preserved_state(model), torch.enable_grad():
+        plain = _grad_of(model, x, lambda out: methods.class_scores(out, target))
+    with preserved_state(model), relu_backward_rule(model, "deconvnet"), torch.enable_grad():
+        deconv = _grad_of(model, x, lambda out: methods.class_scores(out, target))
+    if rel_error(got, plain) <= 1e-4:
+        return ("you returned the plain gradient: the ReLUs did not use the guided rule. "
+                "Is your replacement applied to every nn.ReLU / nn.ReLU6 module, during the "
+                "forward pass?")
+    if rel_error(got, deconv) <= 1e-4:
+        return "you used the deconvnet rule (g·1[g>0]); guided needs g·1[x>0]·1[g>0]."
+    return ("Are ReLU6 modules handled (no gradient where x ≥ 6 either), and a ReLU module "
+            "that is called twice in one forward pass? Each image's own target logit?")
+
+
 def check_guided_backprop(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     """``fn(model, x, target)`` → (B,3,H,W), compared with ``methods.guided_backprop``."""
-    before = _state(model)
-    got = fn(model, x, target)
-    _check_leaves_model_alone("your guided backprop", model, before)
+    got = _tensor("your guided backprop", _run("your guided backprop", fn, [model, x, target]))
     expected = methods.guided_backprop(model, x, target)
-    got = torch.as_tensor(got).detach()
     if got.shape != expected.shape:
         raise CheckError(f"shape {tuple(got.shape)}; expected (B,3,H,W) = {tuple(expected.shape)}.")
     if rel_error(got, expected) <= 1e-4:
         _passed(f"guided backprop matches the library copy on {type(model).__name__} "
                 f"(relative error {rel_error(got, expected):.1e}).")
         return
-    with preserved_state(model), torch.enable_grad():
-        plain = _grad_of(model, x, lambda out: methods.class_scores(out, target))
-    if rel_error(got, plain) <= 1e-4:
-        raise CheckError("you returned the plain gradient: the ReLUs did not use the guided rule. "
-                         "Is your replacement applied to every nn.ReLU / nn.ReLU6 module, "
-                         "during the forward pass?")
     raise CheckError(f"guided backprop differs from the library copy (relative error "
-                     f"{rel_error(got, expected):.2e}). Are ReLU6 modules handled, and a ReLU "
-                     "module that is called twice in one forward pass?")
+                     f"{rel_error(got, expected):.2e}). " + _guided_diagnosis(got, model, x, target))
+
+
+def _relu6_net() -> nn.Module:
+    """A small ReLU6 network whose activations often pass 6 (the flat top matters)."""
+    net = _seeded(lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU6(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU6(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)))
+    with torch.no_grad():
+        net[0].weight.mul_(8.0)
+    return net.eval()
+
+
+def hidden_check_guided_backprop(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: mixed non-top-1 targets, train mode, ReLU6's flat top, ResNet-18 in train
+    mode, every ReLU restored even when the forward pass raises."""
+    x = x[:2]
+    t = _hidden_targets(model, x)
+    hint = "Each image's own target logit, the guided rule at every ReLU/ReLU6, eval mode."
+    _hidden_case("targets other than each image's top-1 class, mixed in one batch", fn,
+                 [model, x, t], methods.guided_backprop(model, x, t), hint=hint)
+    _hidden_case("a model handed over in train mode", fn, [model, x[:1], t[:1]],
+                 methods.guided_backprop(model, x[:1], t[:1]), train=True,
+                 hint="Switch to eval mode inside, and restore the caller's mode after.")
+    net = _relu6_net()
+    xs, ts = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 2, 3])
+    _hidden_case("a ReLU6 network whose activations pass 6", fn, [net, xs, ts],
+                 methods.guided_backprop(net, xs, ts),
+                 hint="ReLU6's forward mask is 1[0 < x < 6]: the flat top passes nothing back.")
+    resnet = _random_resnet18()
+    xr, tr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)), torch.tensor([1, 9])
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn, [resnet, xr, tr],
+                 methods.guided_backprop(resnet, xr, tr), train=True, hint=hint)
+    _restores_after_error("a forward pass that raises (a 2-channel input)", fn, resnet,
+                          [xr[:, :2], tr])
+    _passed("hidden tests of guided backprop.")
 
 
 # -------------------------------------------------------------------- notebook 04
 
+def check_cam_from_features(fn) -> None:
+    """``fn(features, class_weights)``: (B,K,h,w), (B,K) → (B,h,w), on a hand-computed case."""
+    f = torch.tensor([[[[1.0, 2], [3, 4]], [[0, 1], [-1, 0]]]])        # (1, 2, 2, 2)
+    w = torch.tensor([[2.0, -1]])                                       # (1, 2)
+    expected = torch.tensor([[[2.0, 3], [7, 8]]])                       # 2·f_0 − 1·f_1
+    got = _tensor("cam_from_features", _run("your cam_from_features", fn, [f, w]))
+    if got.shape != expected.shape:
+        raise CheckError(f"2 maps of 2×2 with weights (2, −1) gave shape {tuple(got.shape)}; "
+                         f"expected (B,h,w) = {tuple(expected.shape)}: sum over the channels k.")
+    assert_close(got, expected, 1e-6, "M = 2·f_0 − 1·f_1 on a 2×2 grid",
+                 f"got {got.tolist()}; M(x,y) = Σ_k w_k f_k(x,y), with the signs of the weights "
+                 "kept and no bias, mean or ReLU.")
+    _passed("CAM from features reproduces the hand-computed 2×2 case.")
+
+
 def check_cam(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     """``fn(model, x, target)`` → (B,h,w) class activation maps, compared with ``methods.cam``."""
-    before = _state(model)
-    got = torch.as_tensor(fn(model, x, target)).detach()
-    _check_leaves_model_alone("your CAM", model, before)
+    got = _tensor("your CAM", _run("your CAM", fn, [model, x, target]))
     expected = methods.cam(model, x, target)
     if got.shape != expected.shape:
         raise CheckError(f"shape {tuple(got.shape)}; expected (B,h,w) = {tuple(expected.shape)} "
@@ -266,6 +595,10 @@ def check_cam(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     if rel_error(got, expected) <= 1e-4:
         _passed(f"CAM matches the library copy (relative error {rel_error(got, expected):.1e}).")
         return
+    raise CheckError(_cam_diagnosis(got, expected, model, x, target))
+
+
+def _cam_diagnosis(got, expected, model, x, target) -> str:
     z = expected.shape[-1] * expected.shape[-2]
     head = models.gap_fc_head(model)
     t = methods.as_targets(target, x.shape[0], head.fc.out_features)
@@ -278,19 +611,52 @@ def check_cam(fn, model: nn.Module, x: torch.Tensor, target) -> None:
         (expected.clamp_min(0), "you applied a ReLU; CAM keeps negative evidence."),
     ]:
         if rel_error(got, candidate) <= 1e-4:
-            raise CheckError(message)
-    raise CheckError(f"CAM differs from the library copy (relative error "
-                     f"{rel_error(got, expected):.2e}). Use the last conv features (after their "
-                     "activation) and the weights of each image's own target class.")
+            return message
+    return (f"CAM differs from the library copy (relative error {rel_error(got, expected):.2e}). "
+            "Use the last conv features after the head's activation (models.gap_fc_head(model)"
+            ".activation, if any), eval mode, and the weights of each image's own target class.")
+
+
+def _random_densenet121() -> nn.Module:
+    """DenseNet-121 with random weights: its head applies a functional ReLU before pooling."""
+    return _seeded(lambda: models.load_model("densenet121", pretrained=False))
+
+
+def hidden_check_cam(fn, features_fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: mixed non-top-1 targets; a batch of weights in cam_from_features; a GAP
+    head with an activation (DenseNet-121); train mode (ResNet-18); inputs untouched."""
+    g = torch.Generator().manual_seed(13)
+    f, w = torch.randn(3, 5, 4, 6, generator=g), torch.randn(3, 5, generator=g)
+    _hidden_case("cam_from_features on 3 images with their own weights", features_fn, [f, w],
+                 methods.cam_from_features(f, w), tol=1e-5,
+                 hint="Image b uses its own row class_weights[b]: M_b = Σ_k w_bk f_bk.")
+    x = x[:3]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than each image's top-1 class, mixed in one batch", fn,
+                 [model, x, t], methods.cam(model, x, t),
+                 hint="Take the FC weights of each image's own target, not of the predicted class.")
+    xs = torch.randn(2, 3, 64, 64, generator=g)
+    dense = _random_densenet121()
+    _hidden_case("DenseNet-121 (a ReLU between the features and the pooling), train mode", fn,
+                 [dense, xs, torch.tensor([5, 2])], methods.cam(dense, xs, torch.tensor([5, 2])),
+                 train=True, hint="Apply models.gap_fc_head(model).activation to the features "
+                                  "when it is not None: the pooling sees activated features.")
+    resnet = _random_resnet18()
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xs, torch.tensor([0, 8])], methods.cam(resnet, xs, torch.tensor([0, 8])),
+                 train=True, hint="Eval mode inside (BatchNorm's running statistics), restored after.")
+    _passed("hidden tests of CAM.")
 
 
 # -------------------------------------------------------------------- notebook 05
 
+_GRAD_CAM_HINT = ("α_k = mean of ∂S_c/∂A_k over positions (per image, per channel); "
+                  "L = ReLU(Σ_k α_k A_k), at the layer you were given, each image's own target.")
+
+
 def check_grad_cam(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None:
     """``fn(model, x, target, layer)`` → (B,h,w), compared with ``methods.grad_cam``."""
-    before = _state(model)
-    got = torch.as_tensor(fn(model, x, target, layer)).detach()
-    _check_leaves_model_alone("your Grad-CAM", model, before)
+    got = _tensor("your Grad-CAM", _run("your Grad-CAM", fn, [model, x, target, layer]))
     expected = methods.grad_cam(model, x, target, layer)
     if got.shape != expected.shape:
         raise CheckError(f"shape {tuple(got.shape)}; expected (B,h,w) = {tuple(expected.shape)} "
@@ -310,27 +676,46 @@ def check_grad_cam(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None
         ((g * a).sum(1).clamp_min(0), "you multiplied gradients and activations position by "
                                       "position; first average the gradients over positions to "
                                       "get one weight α_k per channel."),
+        ((g.sum((2, 3), keepdim=True) * a).sum(1).clamp_min(0),
+         "you summed the gradients over positions; α_k is their mean (divide by Z = h·w)."),
+        ((g.mean((0, 2, 3), keepdim=True) * a).sum(1).clamp_min(0),
+         "you averaged the gradients over the batch too; α_k is per image: mean over (h, w) only."),
         ((-g.mean((2, 3), keepdim=True) * a).sum(1).clamp_min(0),
          "your map is the counterfactual one: the gradient's sign is flipped."),
     ]:
         if rel_error(got, candidate) <= 1e-4:
             raise CheckError(message)
     raise CheckError(f"Grad-CAM differs from the library copy (relative error "
-                     f"{rel_error(got, expected):.2e}). α_k = mean of ∂S_c/∂A_k over positions; "
-                     "L = ReLU(Σ_k α_k A_k), at the layer you were given.")
+                     f"{rel_error(got, expected):.2e}). {_GRAD_CAM_HINT}")
+
+
+def hidden_check_grad_cam(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: mixed non-top-1 targets, train mode, ResNet-18 at two layers, hooks
+    removed even when the forward pass raises."""
+    x = x[:3]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than each image's top-1 class, mixed in one batch, at "
+                 "'_blocks.15'", fn, [model, x, t, "_blocks.15"],
+                 methods.grad_cam(model, x, t, "_blocks.15"), hint=_GRAD_CAM_HINT)
+    _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2], "_head_act"],
+                 methods.grad_cam(model, x[:2], t[:2], "_head_act"), train=True,
+                 hint="Eval mode inside (BatchNorm's running statistics), restored after.")
+    resnet = _random_resnet18()
+    xr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    tr = torch.tensor([4, 6])
+    for layer in ("layer3", "layer4"):
+        _hidden_case(f"ResNet-18 (random weights) in train mode at {layer!r}", fn,
+                     [resnet, xr, tr, layer], methods.grad_cam(resnet, xr, tr, layer),
+                     train=True, hint=_GRAD_CAM_HINT)
+    _restores_after_error("a forward pass that raises (a 2-channel input)", fn, resnet,
+                          [xr[:, :2], tr, "layer3"])
+    _passed("hidden tests of Grad-CAM.")
 
 
 # -------------------------------------------------------------------- notebook 06
 
-def check_vit_attention(fn, model: nn.Module, x: torch.Tensor) -> None:
-    """``fn(model, x)`` → (L,B,heads,N,N); compared with PyTorch's own attention weights.
-
-    For every block, ``nn.MultiheadAttention(..., need_weights=True,
-    average_attn_weights=False)`` is run on the same LayerNorm-ed input.
-    """
-    before = _state(model)
-    got = torch.as_tensor(fn(model, x)).detach()
-    _check_leaves_model_alone("your attention extraction", model, before)
+def _mha_reference(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Every block's attention from PyTorch's own ``nn.MultiheadAttention``: (L,B,heads,N,N)."""
     blocks = list(model.encoder.layers)
     names = [f"encoder.layers.{n}.ln_1" for n, _ in model.encoder.layers.named_children()]
     with capture(model, names) as cap, torch.no_grad():
@@ -340,7 +725,17 @@ def check_vit_attention(fn, model: nn.Module, x: torch.Tensor) -> None:
             t = cap.activations[name]
             _, w = block.self_attention(t, t, t, need_weights=True, average_attn_weights=False)
             reference.append(w)
-    reference = torch.stack(reference)
+    return torch.stack(reference)
+
+
+def check_vit_attention(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """``fn(model, x)`` → (L,B,heads,N,N); compared with PyTorch's own attention weights.
+
+    For every block, ``nn.MultiheadAttention(..., need_weights=True,
+    average_attn_weights=False)`` is run on the same LayerNorm-ed input.
+    """
+    got = _tensor("your attention extraction", _run("your attention extraction", fn, [model, x]))
+    reference = _mha_reference(model, x)
     if got.shape != reference.shape:
         raise CheckError(f"shape {tuple(got.shape)}; expected (L,B,heads,N,N) = "
                          f"{tuple(reference.shape)}.")
@@ -350,13 +745,33 @@ def check_vit_attention(fn, model: nn.Module, x: torch.Tensor) -> None:
                          "(the last one), after scaling QKᵀ by 1/√d_head.")
     err = rel_error(got, reference)
     if err > 1e-5:
-        bad_layers = [l for l in range(len(blocks)) if rel_error(got[l], reference[l]) > 1e-5]
+        bad_layers = [l for l in range(len(reference)) if rel_error(got[l], reference[l]) > 1e-5]
         raise CheckError(f"attention differs from nn.MultiheadAttention's (relative error "
                          f"{err:.1e}, first at layer {bad_layers[0]}). Use the block's LayerNorm-ed "
                          "input (ln_1), in_proj_weight/in_proj_bias split into Q, K, V, heads of "
                          "size d = D/heads, and the 1/√d scale.")
-    _passed(f"attention of all {len(blocks)} layers matches nn.MultiheadAttention "
+    _passed(f"attention of all {len(reference)} layers matches nn.MultiheadAttention "
             f"(relative error {err:.1e}).")
+
+
+def _small_vit() -> nn.Module:
+    """Another torchvision ViT: 3 blocks, 2 heads of 16, 4×4 patches of 16-pixel images."""
+    return _seeded(lambda: torchvision.models.VisionTransformer(
+        image_size=16, patch_size=4, num_layers=3, num_heads=2, hidden_dim=32, mlp_dim=64,
+        num_classes=5)).eval()
+
+
+def hidden_check_vit_attention(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: another ViT (other depth, heads, grid) in train mode; inputs untouched."""
+    hint = ("Read depth, heads and sizes from the model (len(model.encoder.layers), "
+            "mha.num_heads, D // heads), not from the shapes ViT.")
+    vit = _small_vit()
+    xs = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(6))
+    _hidden_case("a ViT with 3 blocks and 2 heads, handed over in train mode", fn, [vit, xs],
+                 _mha_reference(vit, xs), tol=1e-5, train=True, hint=hint)
+    _hidden_case("the course's ViT on 2 other images", fn, [model, x[-2:]],
+                 _mha_reference(model, x[-2:]), tol=1e-5, hint=hint)
+    _passed("hidden tests of attention extraction.")
 
 
 def check_rollout(fn) -> None:
@@ -365,7 +780,7 @@ def check_rollout(fn) -> None:
     # One image: then a missing keepdim broadcasts silently instead of raising.
     attn = torch.rand(3, 1, 4, 5, 5, generator=g).softmax(-1)
     for fusion in ("mean", "max", "min"):
-        got = torch.as_tensor(fn(attn.clone(), fusion)).detach().float()
+        got = _tensor("rollout", _run("your rollout", fn, [attn, fusion])).float()
         expected = methods.attention_rollout(attn, fusion)
         if got.shape != expected.shape:
             raise CheckError(f"{fusion}: shape {tuple(got.shape)}; expected (B,N,N) = "
@@ -381,8 +796,22 @@ def check_rollout(fn) -> None:
                              f"{rel_error(got, expected):.1e}). Fuse heads, add I, renormalise "
                              "rows, then multiply layers with the *later* layer on the left.")
     eye = torch.eye(5).expand(3, 2, 4, 5, 5)
-    one_hot = torch.as_tensor(fn(eye.clone(), "mean")).float()[:, 0]
+    one_hot = _tensor("rollout", _run("your rollout", fn, [eye, "mean"])).float()[:, 0]
     if not torch.allclose(one_hot, torch.eye(5)[0].expand(2, 5)):
         raise CheckError("identity attention must roll out to the identity: [CLS]'s row one-hot "
                          "on itself.")
     _passed("attention rollout: rows sum to 1, identity stays identity, all fusions match.")
+
+
+def hidden_check_rollout(fn) -> None:
+    """Hidden tests: a batch of images, one layer, other token counts; the input untouched."""
+    g = torch.Generator().manual_seed(14)
+    hint = ("Per layer: fuse heads, add I, divide each row by its own sum; multiply layers "
+            "with the later one on the left; one rollout per image.")
+    for L, B, heads, N in [(2, 3, 3, 7), (1, 2, 2, 4), (4, 2, 5, 10)]:
+        attn = torch.rand(L, B, heads, N, N, generator=g).softmax(-1)
+        for fusion in ("mean", "max", "min"):
+            _hidden_case(f"{L} layer(s), {B} images, {heads} heads, {N} tokens, {fusion} fusion",
+                         fn, [attn, fusion], methods.attention_rollout(attn, fusion), tol=1e-5,
+                         hint=hint)
+    _passed("hidden tests of attention rollout.")

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from .library_guard import library_copy, refuse_if_blocked
 from .models import get_layer, layer_name
 
 __all__ = ["preserved_state", "LayerCapture", "capture", "count_hooks", "RULES",
@@ -153,6 +154,7 @@ class _RuleReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, rule: str, top):
+        refuse_if_blocked("hooks._RuleReLU")
         ctx.rule, ctx.top = rule, top
         ctx.save_for_backward(x)
         return x.clamp_min(0) if top is None else x.clamp(0, top)
@@ -175,6 +177,7 @@ def _rule_forward(module: nn.Module, rule: str):
     return lambda x: _RuleReLU.apply(x, rule, top)
 
 
+@library_copy
 @contextlib.contextmanager
 def relu_backward_rule(model: nn.Module, rule: str = "guided") -> Iterator[int]:
     """Inside the block, every ``nn.ReLU``/``nn.ReLU6`` module of ``model`` backpropagates by

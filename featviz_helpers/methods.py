@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import capture, preserved_state, relu_backward_rule
+from .library_guard import library_copy
 from .models import gap_fc_head, layer_name
 
 __all__ = ["as_targets", "class_scores", "saliency", "guided_backprop", "neuron_guided_backprop",
-           "cam", "grad_cam", "guided_grad_cam", "vit_attention", "attention_rollout",
+           "cam", "cam_from_features", "grad_cam", "guided_grad_cam", "vit_attention", "attention_rollout",
            "tokens_to_grid", "vit_grad_cam"]
 
 
@@ -63,6 +64,7 @@ def class_scores(logits: torch.Tensor, target) -> torch.Tensor:
     return logits.gather(1, t[:, None])[:, 0]
 
 
+@library_copy
 def saliency(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """Gradient saliency (Simonyan, Vedaldi & Zisserman 2014): (B,3,H,W) → (B,H,W).
 
@@ -79,6 +81,7 @@ def saliency(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     return grad.abs().amax(dim=1)
 
 
+@library_copy
 def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): (B,3,H,W) → (B,3,H,W).
 
@@ -93,6 +96,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     return grad
 
 
+@library_copy
 def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
                            channel: int) -> torch.Tensor:
     """Guided backprop from one neuron: (B,3,H,W) → (B,3,H,W).
@@ -114,6 +118,7 @@ def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
     return grad
 
 
+@library_copy
 def cam(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """Class Activation Map (Zhou et al. 2016): (B,3,H,W) → (B,h,w), one forward, no backward.
 
@@ -129,10 +134,16 @@ def cam(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     features = cap.activations[head.layer]
     if head.activation is not None:
         features = head.activation(features)
-    weights = head.fc.weight.detach()[t]                        # (B, K)
-    return torch.einsum("bk,bkhw->bhw", weights, features)
+    return cam_from_features(features, head.fc.weight.detach()[t])
 
 
+@library_copy
+def cam_from_features(features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
+    """M(x,y) = Σ_k w_k f_k(x,y): features (B,K,h,w), class weights (B,K) → maps (B,h,w)."""
+    return torch.einsum("bk,bkhw->bhw", class_weights, features)
+
+
+@library_copy
 def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017) at ``layer``: (B,3,H,W) → (B,h,w), after the ReLU.
 
@@ -151,12 +162,14 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     return _grad_cam_map(activations, gradients)
 
 
+@library_copy
 def _grad_cam_map(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
     """ReLU(Σ_k α_k A_k) with α_k the positional mean of the gradient: (B,K,h,w) → (B,h,w)."""
     alpha = gradients.mean(dim=(2, 3), keepdim=True)            # (B, K, 1, 1)
     return (alpha * activations).sum(1).clamp_min(0)
 
 
+@library_copy
 def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     """Guided Grad-CAM: bilinearly upsampled Grad-CAM ⊙ guided backprop, (B,3,H,W)."""
     coarse = grad_cam(model, x, target, layer)
@@ -178,6 +191,7 @@ def _vit_blocks(model: nn.Module) -> list[str]:
     return [f"encoder.layers.{name}" for name, _ in layers.named_children()]
 
 
+@library_copy
 def vit_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-layer, per-head attention of a torchvision ViT: (B,3,H,W) → (L,B,heads,N,N).
 
@@ -202,6 +216,7 @@ def vit_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+@library_copy
 def attention_rollout(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020): (L,B,heads,N,N) → (B,N,N).
 
@@ -234,6 +249,7 @@ def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
     return tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
 
 
+@library_copy
 def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch.Tensor:
     """Grad-CAM for a torchvision ViT on its patch tokens: (B,3,H,W) → (B,g,g).
 

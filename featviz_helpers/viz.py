@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .library_guard import library_copy
+
 __all__ = [
     "CMAP",
     "EPS",
@@ -74,6 +76,7 @@ def display_maps(maps, size: tuple[int, int] | None = None,
     return normalize(t, clip_percentile).numpy()
 
 
+@library_copy
 def normalize_filters(weights, symmetric: bool = False) -> torch.Tensor:
     """Conv filters (C_out,C,k,k) → [0,1] per filter, for drawing as tiny images.
 
