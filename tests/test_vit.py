@@ -15,7 +15,7 @@ def small_vit():
 
 
 def test_attention_matches_multihead_attention(small_vit):
-    checks.check_vit_attention(methods.vit_attention, small_vit, torch.randn(3, 3, 64, 64))
+    checks.check_vit_attention(methods.vit_attention.__wrapped__, small_vit, torch.randn(3, 3, 64, 64))
     assert hooks.count_hooks(small_vit) == 0
 
 
@@ -25,7 +25,7 @@ def test_attention_shape_and_no_graph(small_vit):
 
 
 def test_rollout_rows_identity_and_fusions():
-    checks.check_rollout(methods.attention_rollout)
+    checks.check_rollout(methods.attention_rollout.__wrapped__)   # unguarded copy
     attn = torch.rand(3, 2, 4, 6, 6).softmax(-1)
     for fusion in ("mean", "max", "min"):
         r = methods.attention_rollout(attn, fusion)
