@@ -166,20 +166,60 @@ def _mutated_inputs(args, copies) -> list[int]:
             if isinstance(a, torch.Tensor) and not (c.shape == a.shape and torch.equal(c, a))]
 
 
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _put_back(model: nn.Module, state: _ModelState, hook_keys: list) -> None:
+    """Restore ``model`` to ``state`` (taken by :func:`_model_state`): mode, flags, tensors,
+    gradients, and no hook or replaced forward that was not there before."""
+    for m, training in zip(model.modules(), state.training):
+        m.training = training
+    for p, flag, had_grad in zip(model.parameters(), state.requires_grad, state.has_grad):
+        p.requires_grad_(flag)
+        if not had_grad:
+            p.grad = None
+    with torch.no_grad():
+        model.load_state_dict(state.tensors)
+    for (name, m), keys in zip(model.named_modules(), hook_keys):
+        for attr, before in zip(_HOOK_DICTS, keys):
+            hooks = getattr(m, attr)
+            for key in [k for k in hooks if k not in before]:
+                del hooks[key]
+        if "forward" in m.__dict__ and (name or "the model") not in state.patched:
+            del m.__dict__["forward"]
+
+
+def _hook_keys(model: nn.Module) -> list:
+    return [[set(getattr(m, attr)) for attr in _HOOK_DICTS] for m in model.modules()]
+
+
 def _run(what: str, fn, args, train: bool = False):
     """``fn(*copies of args)`` with the library copies blocked; checks it left them alone.
 
     Models among ``args`` are deep-copied (and put in train mode if ``train``), tensors
-    cloned. Raises :class:`CheckError` if the call changed a model's state or an input.
+    cloned. Raises :class:`CheckError` if the call changed a model's state or an input —
+    or the caller's own model, reached through a global name instead of the argument (which
+    is then put back as it was, so later cells are not affected).
     """
+    originals = [(a, _model_state(a), _hook_keys(a)) for a in args if isinstance(a, nn.Module)]
     copies = [_private(a) for a in args]
     nets = [c for c in copies if isinstance(c, nn.Module)]
     if train:
         for net in nets:
             net.train()
     before = [_model_state(net) for net in nets]
-    with library_copies_blocked(what):
-        result = fn(*copies)
+    try:
+        with library_copies_blocked(what):
+            result = fn(*copies)
+    finally:
+        touched = [(m, state, keys) for m, state, keys in originals
+                   if _state_changes(state, _model_state(m))]
+        for m, state, keys in touched:
+            _put_back(m, state, keys)
+    if touched:
+        raise CheckError(f"{what} changed the notebook's own model, not the copy it was given: "
+                         "use the `model` argument, not a global variable. (The notebook's "
+                         "model has been put back as it was.)")
     for net, state in zip(nets, before):
         changes = _state_changes(state, _model_state(net))
         if changes:

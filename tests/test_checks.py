@@ -182,3 +182,21 @@ def test_try_exercise_reports_instead_of_raising(capsys):
     assert checks.try_exercise(lambda w: 1 / 0, torch.ones(2)) is None
     assert "ZeroDivisionError" in capsys.readouterr().out
     assert torch.equal(checks.try_exercise(lambda w: w * 2, torch.ones(2)), torch.full((2,), 2.0))
+
+
+def test_a_student_reaching_the_global_model_is_caught_and_undone(small_cnn):
+    x = torch.randn(2, 3, 8, 8)
+    before = {k: v.clone() for k, v in small_cnn.state_dict().items()}
+
+    def uses_global(m, x, t):
+        small_cnn.train()                                   # the notebook's model, not m
+        small_cnn[1].forward = lambda v: v.clamp_min(0)
+        small_cnn[2].register_forward_hook(lambda *a: None)
+        with torch.no_grad():
+            small_cnn[6].bias.add_(1.0)
+        return torch.zeros(2, 8, 8)
+    with pytest.raises(checks.CheckError, match="notebook's own model"):
+        checks.check_saliency(uses_global, small_cnn, x, torch.tensor([0, 1]))
+    assert not small_cnn.training and "forward" not in small_cnn[1].__dict__
+    assert hooks.count_hooks(small_cnn) == 0
+    assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
