@@ -1,0 +1,282 @@
+"""The classroom edition, graded by the real nbgrader: release, collect, autograde, export.
+
+One course folder is built per test session (minutes: every submission runs its notebooks
+top to bottom), with the teacher's commands from the README:
+
+* the course configuration of ``classroom/`` and the source notebooks of ``notebooks/``;
+* ``nbgrader generate_assignment`` and ``release_assignment`` into a private exchange;
+* a student fetches, fills in every solution and submits; ``nbgrader collect``;
+* beside it, the blank release as handed out, and the wrong implementations of
+  ``tests/classroom_corpus.py``: student ``wrong-k`` hands in the k-th wrong implementation
+  of every exercise that has one (and the right code elsewhere);
+* one ``nbgrader autograde``; the answers of the collected student graded by hand through
+  nbgrader's gradebook API, as a teacher would in the formgrader; ``nbgrader export`` and
+  ``nbgrader generate_feedback``.
+
+The tests then read the gradebook, the graded notebooks and the grades export.
+"""
+from __future__ import annotations
+
+import csv
+import getpass
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classroom_corpus import WRONG, apply_edits
+
+pytestmark = pytest.mark.classroom
+nbgrader_api = pytest.importorskip("nbgrader.api")
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+ASSIGNMENT = "featviz"
+STUDENT = getpass.getuser()          # the collected student: nbgrader submits under the login
+BLANK = "blank-release"
+CORPUS_SIZE = max(len(entries) for entries in WRONG.values())
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def grading(cell: dict) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def solution_cells(path: Path) -> dict[str, str]:
+    """grade_id → source of each code solution cell (an exercise)."""
+    return {grading(c)["grade_id"]: source(c) for c in cells(path)
+            if c["cell_type"] == "code" and grading(c).get("solution")}
+
+
+def exercise_of(grade_id: str, exercises) -> str | None:
+    """The exercise (solution cell) whose graded cells share its name: saliency-impl → saliency-*."""
+    owners = [e for e in exercises if grade_id.startswith(e.removesuffix("-impl") + "-")]
+    return max(owners, key=len) if owners else None
+
+
+def nbgrader(course: Path, *args: str, cwd: Path | None = None) -> str:
+    """Run one nbgrader command the way the README does; its output, or a failure with it."""
+    env = dict(os.environ)
+    # nbgrader runs the `alembic` executable of its environment for the gradebook.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=cwd or course, env=env,
+                          capture_output=True, text=True, timeout=3600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{output[-5000:]}"
+    return output
+
+
+def with_solutions(released: Path, source_nb: Path, wrong: dict[str, str] | None = None,
+                   answers: bool = False) -> dict:
+    """The released notebook with every solution cell filled in from the source notebook,
+    except those in ``wrong`` (grade_id → the cell's wrong source); with ``answers``, each
+    question's answer cell gets an answer too."""
+    nb = json.loads(released.read_text(encoding="utf-8"))
+    solutions = solution_cells(source_nb)
+    for cell in nb["cells"]:
+        gid = grading(cell).get("grade_id")
+        if cell["cell_type"] == "code" and gid in solutions:
+            text = (wrong or {}).get(gid, solutions[gid])
+            cell["source"] = text.splitlines(keepends=True)
+        elif cell["cell_type"] == "markdown" and grading(cell).get("solution") and answers:
+            cell["source"] = [f"My answer to {gid}: the derivation, in my own words."]
+    return nb
+
+
+def wrong_submission(k: int, source_nb: Path) -> dict[str, str]:
+    """grade_id → wrong source for the k-th corpus entry of each exercise of this notebook."""
+    out = {}
+    for gid, text in solution_cells(source_nb).items():
+        entries = WRONG.get(gid, [])
+        if k < len(entries):
+            out[gid] = apply_edits(text, entries[k][1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """A course folder after release, submission, collection, autograding and export."""
+    course = tmp_path_factory.mktemp("course")
+    shutil.copy(ROOT / "classroom" / "nbgrader_config.py", course)
+    (course / "source").mkdir()
+    (course / "source" / ASSIGNMENT).symlink_to(ROOT / "notebooks", target_is_directory=True)
+    exchange = tmp_path_factory.mktemp("exchange")
+    on_exchange = f"--Exchange.root={exchange}"
+
+    nbgrader(course, "generate_assignment", ASSIGNMENT)
+    nbgrader(course, "release_assignment", ASSIGNMENT, on_exchange)
+    release = course / "release" / ASSIGNMENT
+
+    # A student fetches the assignment, writes every exercise, and submits.
+    home = tmp_path_factory.mktemp("student")
+    nbgrader(course, "fetch_assignment", ASSIGNMENT, f"--course={ASSIGNMENT}", on_exchange, cwd=home)
+    for path in NOTEBOOKS:
+        mine = home / ASSIGNMENT / path.name
+        mine.write_text(json.dumps(with_solutions(mine, path, answers=True), indent=1),
+                        encoding="utf-8")
+    nbgrader(course, "submit", ASSIGNMENT, f"--course={ASSIGNMENT}", on_exchange, cwd=home)
+    nbgrader(course, "collect", ASSIGNMENT, on_exchange)
+
+    # Hand-ins placed straight into submitted/ (what `collect` does): the blank release and
+    # the corpus of wrong implementations.
+    def hand_in(student, name, nb):
+        folder = course / "submitted" / student / ASSIGNMENT
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
+
+    for path in NOTEBOOKS:
+        hand_in(BLANK, path.name, json.loads((release / path.name).read_text(encoding="utf-8")))
+        for k in range(CORPUS_SIZE):
+            wrong = wrong_submission(k, path)
+            if wrong:
+                hand_in(f"wrong-{k + 1}", path.name, with_solutions(release / path.name, path, wrong))
+
+    nbgrader(course, "autograde", ASSIGNMENT)
+
+    # The teacher grades the collected student's free-text answers (as in the formgrader).
+    with nbgrader_api.Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for path in NOTEBOOKS:
+            submission = gb.find_submission_notebook(path.stem, ASSIGNMENT, STUDENT)
+            for grade in submission.grades:
+                if grade.needs_manual_grade:
+                    grade.manual_score = grade.max_score
+        gb.db.commit()
+
+    nbgrader(course, "export")
+    nbgrader(course, "generate_feedback", ASSIGNMENT)
+    return course
+
+
+def cell_scores(course: Path, student: str, notebook: Path) -> dict[str, tuple[float, float]]:
+    """grade_id → (score, max score) of every graded cell of one submitted notebook."""
+    with nbgrader_api.Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        submission = gb.find_submission_notebook(notebook.stem, ASSIGNMENT, student)
+        return {g.name: (g.score, g.max_score) for g in submission.grades}
+
+
+def errors_by_cell(course: Path, student: str, notebook: Path) -> dict[str, str]:
+    """Cell id → first error raised in it, in the autograded notebook."""
+    graded = course / "autograded" / student / ASSIGNMENT / notebook.name
+    out = {}
+    for cell in cells(graded):
+        for output in cell.get("outputs", []):
+            if output["output_type"] == "error":
+                out[grading(cell).get("grade_id", cell.get("id"))] = \
+                    f"{output['ename']}: {output['evalue'][:300]}"
+                break
+    return out
+
+
+def graded_test_cells(path: Path) -> list[str]:
+    return [grading(c)["grade_id"] for c in cells(path)
+            if c["cell_type"] == "code" and grading(c).get("grade")]
+
+
+# ------------------------------------------------------------------ the source notebooks
+
+def test_committed_course_uses_the_notebooks_folder():
+    link = ROOT / "classroom" / "source" / ASSIGNMENT
+    assert link.is_symlink() and link.resolve() == (ROOT / "notebooks").resolve()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_exercise_has_graded_cells_and_a_corpus(path):
+    exercises = solution_cells(path)
+    assert exercises, "no exercise"
+    for gid in graded_test_cells(path):
+        assert exercise_of(gid, exercises), f"graded cell {gid} belongs to no exercise"
+    for gid in exercises:
+        mine = [g for g in graded_test_cells(path) if exercise_of(g, exercises) == gid]
+        assert len(mine) >= 2, f"{gid}: expected visible and hidden graded cells, got {mine}"
+        assert len(WRONG.get(gid, [])) >= 5, f"{gid}: fewer than five wrong implementations"
+        for label, edits in WRONG[gid]:
+            wrong = apply_edits(exercises[gid], edits)        # each edit applies exactly once
+            assert wrong != exercises[gid], label
+    hidden = [c for c in cells(path) if "### BEGIN HIDDEN TESTS" in source(c)]
+    assert hidden and all(grading(c).get("locked") for c in hidden)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stated_point_total_matches_the_graded_cells(path):
+    auto = sum(grading(c)["points"] for c in cells(path)
+               if grading(c).get("grade") and c["cell_type"] == "code")
+    manual = sum(grading(c)["points"] for c in cells(path)
+                 if grading(c).get("grade") and c["cell_type"] == "markdown")
+    stated = re.search(r"\*\*Graded version \(nbgrader\):\*\* (\d+) points — (\d+) autograded"
+                       r" for the exercises, (\d+) for the questions", source(cells(path)[0]))
+    assert stated, "the first cell states no point total"
+    assert tuple(map(int, stated.groups())) == (auto + manual, auto, manual)
+
+
+# ------------------------------------------------------------------ release and grading
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_release_hides_solutions_and_hidden_tests(course, path):
+    released = cells(course / "release" / ASSIGNMENT / path.name)
+    text = "\n".join(source(c) for c in released)
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    assert "hidden_check_" not in text
+    stubs = [source(c) for c in released if grading(c).get("solution")]
+    assert stubs and all("raise NotImplementedError()" in s or s == "YOUR ANSWER HERE"
+                         for s in stubs)
+    assert all(not c.get("outputs") for c in released if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_collected_solutions_get_full_marks(course, path):
+    scores = cell_scores(course, STUDENT, path)
+    assert scores and all(score == top for score, top in scores.values()), scores
+    assert not errors_by_cell(course, STUDENT, path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_blank_release_scores_zero_and_runs_top_to_bottom(course, path):
+    scores = cell_scores(course, BLANK, path)
+    tests = graded_test_cells(path)
+    assert all(scores[gid][0] == 0 for gid in tests), scores
+    errors = errors_by_cell(course, BLANK, path)
+    assert set(errors) <= set(tests), {k: v for k, v in errors.items() if k not in tests}
+    assert all(e.startswith("NotImplementedError") for e in errors.values()), errors
+
+
+CORPUS = [(gid, k, label) for gid, entries in WRONG.items() for k, (label, _) in enumerate(entries)]
+
+
+@pytest.mark.parametrize("gid, k, label", CORPUS, ids=[f"{g}-{k + 1}-{l}" for g, k, l in CORPUS])
+def test_wrong_implementation_loses_points_on_its_exercise_only(course, gid, k, label):
+    path = next(p for p in NOTEBOOKS if gid in solution_cells(p))
+    student = f"wrong-{k + 1}"
+    scores = cell_scores(course, student, path)
+    exercises = solution_cells(path)
+    mine = [g for g in graded_test_cells(path) if exercise_of(g, exercises) == gid]
+    earned = sum(scores[g][0] for g in mine)
+    possible = sum(scores[g][1] for g in mine)
+    assert earned < possible, f"{label!r} earned full marks ({earned}/{possible})"
+    errors = errors_by_cell(course, student, path)
+    outside = {c: e for c, e in errors.items() if c not in graded_test_cells(path)}
+    assert not outside, f"{label!r} broke cells outside the graded tests: {outside}"
+
+
+def test_grades_export_and_feedback(course):
+    with open(course / "grades.csv", newline="", encoding="utf-8") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert float(rows[STUDENT]["score"]) == float(rows[STUDENT]["max_score"]) > 0
+    assert float(rows[BLANK]["score"]) == 0
+    for k in range(CORPUS_SIZE):
+        row = rows[f"wrong-{k + 1}"]
+        assert float(row["score"]) < float(row["max_score"])
+    for path in NOTEBOOKS:
+        feedback = course / "feedback" / STUDENT / ASSIGNMENT / f"{path.stem}.html"
+        assert feedback.is_file() and "Score:" in feedback.read_text(encoding="utf-8")
