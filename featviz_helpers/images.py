@@ -1,7 +1,7 @@
 """Photos: opening them defensively, and turning pixels into model inputs and back.
 
-The course's photos live in ``data/`` (see ``data/SOURCES.md`` for source and licence of
-each). ``load_image`` accepts one of :data:`PHOTOS`' names or a path.
+The course's photos live in the repository's ``data/`` (see ``data/SOURCES.md`` for source
+and licence of each), which an installed wheel carries as ``featviz_helpers/data``. ``load_image`` accepts one of :data:`PHOTOS`' names or a path.
 """
 from __future__ import annotations
 
@@ -22,9 +22,22 @@ __all__ = [
     "deprocess",
 ]
 
-# The repository's data/ folder (the package is installed with `pip install -e .`);
-# FEATVIZ_DATA points elsewhere if the photos were moved.
-DATA_DIR = Path(os.environ.get("FEATVIZ_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+
+def _data_dir() -> Path:
+    """Where the photos and the shapes models are.
+
+    A wheel carries the repository's data/ as featviz_helpers/data; an editable install
+    (or a checkout on sys.path) reads data/ beside the package. FEATVIZ_DATA overrides both.
+    """
+    if os.environ.get("FEATVIZ_DATA"):
+        return Path(os.environ["FEATVIZ_DATA"])
+    package = Path(__file__).resolve().parent
+    installed = package / "data"
+    return installed if installed.is_dir() else package.parent / "data"
+
+
+DATA_DIR = _data_dir()
 
 # name -> file in DATA_DIR
 PHOTOS = {
@@ -46,8 +59,9 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         path = DATA_DIR / PHOTOS[name_or_path]
         if not path.is_file():
             raise FileNotFoundError(
-                f"Photo {name_or_path!r} should be at {path}. Is FEATVIZ_DATA set to the "
-                "repository's data/ folder, and was the package installed with `pip install -e .`?"
+                f"Photo {name_or_path!r} should be at {path}, but it is not there. Reinstall "
+                "the package (`pip install .` or `pip install -e .` in the repository) so its "
+                "data comes along, or point FEATVIZ_DATA at a folder holding the photos."
             )
         return path
     path = Path(name_or_path)

