@@ -67,3 +67,27 @@ def test_no_unsafe_torch_load():
                  *ROOT.glob("tests/*.py"), *NOTEBOOKS]:
         for call in re.findall(r"torch\.load\(([^)]*)\)", path.read_text(encoding="utf-8")):
             assert "weights_only=True" in call, f"{path.name}: torch.load without weights_only=True"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_says_how_to_install_the_helpers_when_missing(path, monkeypatch):
+    first = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    source = "".join(first["source"])
+    guard = source[:source.index(") from None") + len(") from None")]
+    monkeypatch.setitem(sys.modules, "featviz_helpers", None)     # as if not installed
+    with pytest.raises(ModuleNotFoundError) as caught:
+        exec(compile(guard, path.name, "exec"), {})
+    message = str(caught.value)
+    assert "%pip install" in message and "git+" in message and "restart the kernel" in message
+    assert "pip install -e ." in message
+
+
+def test_readme_commands_work_as_root_and_fetch_every_zoo_model():
+    from featviz_helpers import models
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ".venv/bin/jupyter lab --allow-root\n" in readme
+    assert "--index-url https://download.pytorch.org/whl/cpu" in readme
+    one_liner = next(line for line in readme.splitlines() if "models.load_model(n) for n in" in line)
+    for name in models.TORCHVISION_MODELS:
+        if name != "vgg16":               # only its architecture is used (notebook 04, no weights)
+            assert f"'{name}'" in one_liner, f"the download one-liner lacks {name}"
