@@ -1,0 +1,472 @@
+"""The lecture's figures: one drawing function per figure, shared by the notebooks and
+``python -m featviz_helpers.figures --out figures/``.
+
+A drawing function takes data (pictures, maps, weights) and returns a matplotlib figure;
+the notebooks call it on what they computed, and :data:`FIGURES` pairs each one with a
+``make_*`` function that computes the same data with the library copies, for the command.
+The command writes every figure as PNG and PDF and a ``manifest.json`` saying, per figure,
+its caption, which figure of CS231n 2025 Lecture 9 ("Visualizing and Understanding") it
+reproduces, the model and the notebook section. Figures that need torchvision weights that
+are not cached are listed as skipped, with the reason.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import Rectangle
+
+from . import images, methods, metrics, models, shapes, viz
+from .hooks import capture
+
+__all__ = ["draw_filter_grids", "draw_maps", "draw_relu_example", "draw_gradients",
+           "draw_neuron", "draw_box", "top_patches", "receptive_field", "draw_grad_cam_pair",
+           "grad_cam_pair", "draw_attention_heads", "cls_maps", "Figure", "FIGURES",
+           "make_all", "main"]
+
+
+# --------------------------------------------------------------------------- drawing
+
+def draw_filter_grids(filters: dict[str, torch.Tensor], ncols: int = 8,
+                      symmetric: bool = False, size: float = 4.0):
+    """First-layer filters (C_out,3,k,k), one panel per entry of ``{title: weights}``."""
+    fig, axes = viz.panels(len(filters), size=size)
+    for ax, (title, weights) in zip(axes, filters.items()):
+        viz.show_filters(weights, ax=ax, ncols=ncols, symmetric=symmetric,
+                         title=f"{title} {tuple(weights.shape)}")
+    return fig
+
+
+def draw_box(ax, box, colour="white") -> None:
+    """Outline a box (x0, y0, x1, y1) of pixel indices, inclusive."""
+    x0, y0, x1, y1 = [float(v) for v in box]
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
+                           edgecolor=colour, linewidth=2))
+
+
+def draw_maps(pictures, maps, titles, ncols: int | None = None, clip_percentile: float = 100.0,
+              boxes=None, true_boxes=None, size: float = 3.3):
+    """Raw maps (B,h,w) over their pictures (B × (H,W,3) in [0,1]) by the course's convention;
+    optional boxes (B,4) in white and true boxes (B,4) in green."""
+    fig, axes = viz.panels(len(pictures), ncols=ncols, size=size)
+    for i, ax in enumerate(axes):
+        viz.show_map(ax, pictures[i], maps[i], title=titles[i], clip_percentile=clip_percentile)
+        if boxes is not None:
+            draw_box(ax, boxes[i])
+        if true_boxes is not None:
+            draw_box(ax, true_boxes[i], colour="lime")
+    return fig
+
+
+def draw_relu_example(x: torch.Tensor, g: torch.Tensor, backward: dict[str, torch.Tensor]):
+    """The lecture's 3×3 example: forward input, ReLU output, upstream gradient, and what each
+    backward rule passes back, as annotated matrices (red negative, blue positive)."""
+    panels = {"forward input x": x, "ReLU output": x.clamp_min(0), "upstream gradient g": g}
+    panels.update({f"{rule} backward": value for rule, value in backward.items()})
+    fig, axes = viz.panels(len(panels), size=2.2)
+    a = max(v.abs().max().item() for v in panels.values())
+    for ax, (title, m) in zip(axes, panels.items()):
+        ax.imshow(m.numpy(), cmap="RdBu", vmin=-a, vmax=a)
+        for (r, c), v in np.ndenumerate(m.numpy()):
+            ax.text(c, r, f"{v:g}", ha="center", va="center", fontsize=12)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    return fig
+
+
+def draw_gradients(pictures, grads: dict[str, torch.Tensor], titles):
+    """One row per picture: the picture, then each signed RGB gradient (B,3,H,W) of
+    ``{name: gradients}`` by :func:`viz.show_gradient`'s convention."""
+    cols = 1 + len(grads)
+    fig, axes = viz.panels(len(pictures) * cols, ncols=cols, size=2.8)
+    for i, picture in enumerate(pictures):
+        axes[cols * i].imshow(picture)
+        axes[cols * i].set_title(titles[i], fontsize=9)
+        axes[cols * i].set_axis_off()
+        for j, (name, g) in enumerate(grads.items()):
+            viz.show_gradient(axes[cols * i + j + 1], g[i], title=name)
+    return fig
+
+
+def draw_neuron(pool_images, labels, best, boxes, gradients, suptitle: str):
+    """A neuron's top patches (above) and guided backprop from it (below).
+
+    ``pool_images`` (N,3,H,W) in [0,1] with class ``labels``; ``best`` the indices of the
+    top images and ``boxes`` their crops (y0, y1, x0, x1) from :func:`top_patches`;
+    ``gradients`` (k,3,H,W) guided backprop of those images from the neuron.
+    """
+    n = len(best)
+    fig, axes = viz.panels(2 * n, ncols=n, size=1.6)
+    for k, (i, (y0, y1, x0, x1)) in enumerate(zip(best.tolist(), boxes)):
+        axes[k].imshow(pool_images[i].permute(1, 2, 0)[y0:y1, x0:x1])
+        axes[k].set_title(shapes.CLASSES[labels[i]], fontsize=8)
+        axes[k].set_axis_off()
+        viz.show_gradient(axes[n + k], gradients[k][:, y0:y1, x0:x1])
+    fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def draw_attention_heads(picture, cls_maps: torch.Tensor, title: str):
+    """[CLS] attention over patches (L, heads, g, g): one row per layer, one column per head,
+    and the picture in front of each row."""
+    L, H = cls_maps.shape[:2]
+    fig, axes = viz.panels(L * (H + 1), ncols=H + 1, size=1.7)
+    for layer in range(L):
+        axes[layer * (H + 1)].imshow(picture)
+        axes[layer * (H + 1)].set_title(f"layer {layer}", fontsize=8)
+        axes[layer * (H + 1)].set_axis_off()
+        for head in range(H):
+            viz.show_map(axes[layer * (H + 1) + head + 1], picture, cls_maps[layer, head],
+                         title=f"head {head}" if layer == 0 else None)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+@dataclass(frozen=True)
+class Figure:
+    """One lecture figure: how to make it, and what the manifest says about it."""
+
+    name: str
+    caption: str
+    lecture: str          # which figure of CS231n 2025 Lecture 9 it reproduces
+    model: str
+    notebook: str         # notebook and section where the same drawing function is used
+    make: Callable        # (context) -> figure, or (figure, note); raises Skipped to skip
+
+
+class Skipped(Exception):
+    """A figure cannot be made here (e.g. its weights are not cached); the message says why."""
+
+
+class _Context:
+    """Models and photos loaded once and shared by the figures (lazily)."""
+
+    def __init__(self):
+        self._cache = {}
+
+    def get(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    @property
+    def lite0(self):
+        return self.get("lite0", lambda: models.load_model("efficientnet_lite0"))
+
+    def photos(self, names):
+        x = images.preprocess([images.load_image(n) for n in names], self.lite0)
+        return x, [images.deprocess(b, self.lite0) for b in x]
+
+    def top1(self, x):
+        with torch.no_grad():
+            return self.lite0(x).argmax(1)
+
+
+def _cached_or_skip(name: str):
+    if not models.weights_cached(name):
+        raise Skipped(f"{name}'s ImageNet weights are not cached (expected at "
+                      f"{models.weights_path(name)}); download them once with "
+                      f"models.load_model({name!r}) on a machine with internet.")
+    return models.load_model(name)
+
+
+def make_first_layer(ctx):
+    cnn = models.load_model("shapes_cnn")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)   # shapes_cnn's training seed: its initialisation
+        initial = models.first_conv(models.build_architecture("shapes_cnn")).weight.detach()
+    return draw_filter_grids({"Lite0 stem": ctx.lite0._conv_stem.weight.detach(),
+                              "shapes_cnn, trained": models.first_conv(cnn).weight.detach(),
+                              "shapes_cnn, at initialisation": initial})
+
+
+ZOO_FIRST_LAYERS = ("alexnet", "resnet18", "resnet101", "densenet121")
+
+
+def make_zoo_first_layers(ctx):
+    cached = [name for name in ZOO_FIRST_LAYERS if models.weights_cached(name)]
+    if not cached:
+        _cached_or_skip(ZOO_FIRST_LAYERS[0])
+    fig = draw_filter_grids({name: models.first_conv(models.load_model(name)).weight.detach()
+                             for name in cached})
+    missing = [name for name in ZOO_FIRST_LAYERS if name not in cached]
+    return fig, (f"not cached, so not drawn: {', '.join(missing)}" if missing else None)
+
+
+def make_saliency(ctx):
+    names = ["chelsea", "coffee", "camera", "grace_hopper", "rocket", "cat_and_coffee"]
+    x, pictures = ctx.photos(names)
+    t = ctx.top1(x)
+    maps = methods.saliency(ctx.lite0, x, t)
+    titles = [f"{n}: {ctx.lite0.class_names[c]}" for n, c in zip(names, t.tolist())]
+    return draw_maps(pictures, maps, titles, ncols=3, clip_percentile=99)
+
+
+def make_relu_example(ctx):
+    from .checks import RELU_EXAMPLE_EXPECTED, RELU_EXAMPLE_G, RELU_EXAMPLE_X
+    return draw_relu_example(RELU_EXAMPLE_X, RELU_EXAMPLE_G, RELU_EXAMPLE_EXPECTED)
+
+
+def _input_gradients(model, x, target, rule):
+    from .hooks import preserved_state, relu_backward_rule
+    with preserved_state(model), relu_backward_rule(model, rule), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(methods.class_scores(model(x), target).sum(), x)
+    return g
+
+
+def make_relu_rules(ctx):
+    x, pictures = ctx.photos(["chelsea", "coffee", "camera"])
+    t = ctx.top1(x)
+    grads = {rule: _input_gradients(ctx.lite0, x, t, rule)
+             for rule in ("standard", "deconvnet", "guided")}
+    return draw_gradients(pictures, grads, [ctx.lite0.class_names[c] for c in t.tolist()])
+
+
+def top_patches(activations: torch.Tensor, channel: int, field, size: int, k: int = 6):
+    """The k images where ``channel`` of ``activations`` (N,C,h,w) peaks highest, and a crop
+    (y0, y1, x0, x1) of each, the neuron's receptive field ``field`` = (r, j, offset) from
+    :func:`receptive_field` around the peak, clipped to the ``size``×``size`` image."""
+    values, positions = activations[:, channel].flatten(1).max(1)
+    best = values.topk(k).indices
+    r, j, offset = field
+    boxes = []
+    for i in best.tolist():
+        y, x = divmod(positions[i].item(), activations.shape[-1])
+        cy, cx = y * j + offset, x * j + offset               # the window's centre pixel
+        boxes.append((max(cy - r // 2, 0), min(cy + r // 2 + 1, size),
+                      max(cx - r // 2, 0), min(cx + r // 2 + 1, size)))
+    return best, boxes
+
+
+def receptive_field(model, layer: str) -> tuple[int, int, int]:
+    """(size r, jump j, centre offset) of a unit at ``layer`` of a ShapesCNN: the unit at
+    grid position y sees input rows centred at ``y*j + offset``.
+
+    With kernel k, stride s and padding p per conv: r ← r + (k−1)·j, offset ← offset +
+    ((k−1)/2 − p)·j, j ← j·s (Dumoulin & Visin's arithmetic).
+    """
+    r, j, offset = 1, 1, 0.0
+    for name, module in model.named_children():
+        if isinstance(module, torch.nn.Sequential):
+            conv = module[0]
+            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+            r, offset, j = r + (k - 1) * j, offset + ((k - 1) / 2 - p) * j, j * s
+        if name == layer:
+            return r, j, int(round(offset))
+    raise ValueError(f"{layer!r} is not a stage of {type(model).__name__}.")
+
+
+def make_neurons(ctx):
+    cnn = models.load_model("shapes_cnn")
+    pool_images, pool_labels, _ = shapes.generate(384, seed=2024)
+    pool = images.preprocess(pool_images, cnn)
+    layer, channel = "stage4", 0
+    with capture(cnn, layer) as cap, torch.no_grad():
+        cnn(pool)
+    best, boxes = top_patches(cap.activations[layer], channel, receptive_field(cnn, layer), 64)
+    gradients = methods.neuron_guided_backprop(cnn, pool[best], layer, channel)
+    return draw_neuron(pool_images, pool_labels, best, boxes, gradients,
+                       f"shapes_cnn {layer}, channel {channel}: top patches (above), "
+                       "guided backprop (below)")
+
+
+def make_cam(ctx):
+    names = ["chelsea", "coffee", "camera", "grace_hopper", "rocket", "cat_and_coffee"]
+    x, pictures = ctx.photos(names)
+    t = ctx.top1(x)
+    maps = methods.cam(ctx.lite0, x, t)
+    return draw_maps(pictures, maps, [ctx.lite0.class_names[c] for c in t.tolist()], ncols=3,
+                     boxes=metrics.cam_boxes(maps, (224, 224)))
+
+
+def grad_cam_pair(model, x, classes, layer):
+    """Grad-CAM, guided backprop and Guided Grad-CAM of one image (1,3,H,W) for two classes."""
+    pair = x.expand(len(classes), -1, -1, -1)
+    t = torch.tensor(classes)
+    return (methods.grad_cam(model, pair, t, layer), methods.guided_backprop(model, pair, t),
+            methods.guided_grad_cam(model, pair, t, layer))
+
+
+def draw_grad_cam_pair(picture, class_names, grad_cams, guided, guided_grad_cams):
+    """Rows: one class each; columns: Grad-CAM over the picture, guided backprop, their product."""
+    fig, axes = viz.panels(3 * len(class_names), ncols=3, size=3)
+    for row, name in enumerate(class_names):
+        viz.show_map(axes[3 * row], picture, grad_cams[row], title=f"Grad-CAM: {name}")
+        viz.show_gradient(axes[3 * row + 1], guided[row], title=f"guided backprop: {name}")
+        viz.show_gradient(axes[3 * row + 2], guided_grad_cams[row], title=f"Guided Grad-CAM: {name}")
+    return fig
+
+
+def make_grad_cam(ctx):
+    x, pictures = ctx.photos(["cat_and_coffee"])
+    cat = ctx.top1(x)[0].item()
+    espresso = ctx.lite0.class_names.index("espresso")
+    layer = models.gap_fc_head(ctx.lite0).layer
+    maps = grad_cam_pair(ctx.lite0, x, [cat, espresso], layer)
+    return draw_grad_cam_pair(pictures[0], [ctx.lite0.class_names[cat], "espresso"], *maps)
+
+
+def cls_maps(attn: torch.Tensor) -> torch.Tensor:
+    """(…, N, N) attention → [CLS]'s attention over the patches on their grid (…, g, g)."""
+    g = int(round((attn.shape[-1] - 1) ** 0.5))
+    return attn[..., 0, 1:].reshape(*attn.shape[:-2], g, g)
+
+
+def _shapes_vit_data(ctx):
+    def build():
+        vit = models.load_model("shapes_vit")
+        pictures, labels, _ = shapes.generate(6, seed=99)
+        x = images.preprocess(pictures, vit)
+        return vit, pictures, labels, methods.vit_attention(vit, x)
+    return ctx.get("shapes_vit", build)
+
+
+def make_vit_heads(ctx):
+    vit, pictures, labels, attn = _shapes_vit_data(ctx)
+    return draw_attention_heads(pictures[0].permute(1, 2, 0).numpy(), cls_maps(attn[:, 0]),
+                                f"shapes_vit, [CLS] attention per layer and head: "
+                                f"{shapes.CLASSES[labels[0]]}")
+
+
+def make_vit_rollout(ctx):
+    vit, pictures, labels, attn = _shapes_vit_data(ctx)
+    rollout = cls_maps(methods.attention_rollout(attn))
+    return draw_maps([p.permute(1, 2, 0).numpy() for p in pictures], rollout,
+                     [shapes.CLASSES[c] for c in labels], ncols=6, size=2.2)
+
+
+def make_vit_b16(ctx):
+    big = _cached_or_skip("vit_b_16")
+    names = ["chelsea", "coffee", "cat_and_coffee"]
+    x = images.preprocess([images.load_image(n) for n in names], big)
+    with torch.no_grad():
+        top = big(x).argmax(1)
+    rollout = cls_maps(methods.attention_rollout(methods.vit_attention(big, x)))
+    return draw_maps([images.deprocess(b, big) for b in x], rollout,
+                     [f"rollout: {big.class_names[c]}" for c in top.tolist()])
+
+
+FIGURES = [
+    Figure("first_layer_filters", "First-layer filters of EfficientNet-Lite0 (3×3) and of "
+           "shapes_cnn (7×7), trained and at initialisation, each filter min–max normalised.",
+           "First layer: visualize filters (AlexNet, ResNet-18/101, DenseNet-121 filter grids)",
+           "efficientnet_lite0, shapes_cnn", "01 §2 (shapes_cnn)", make_first_layer),
+    Figure("zoo_first_layers", "First-layer filters of AlexNet, ResNet-18, ResNet-101 and "
+           "DenseNet-121 (torchvision's ImageNet weights; those in the local cache).",
+           "First layer: visualize filters (AlexNet, ResNet-18/101, DenseNet-121 filter grids)",
+           "alexnet, resnet18, resnet101, densenet121", "01 §5", make_zoo_first_layers),
+    Figure("saliency_maps", "Gradient saliency max_c |∂S_c/∂x| of each photo's top-1 class, "
+           "clipped at the 99th percentile.",
+           "Saliency maps via backprop (Simonyan et al. 2014)", "efficientnet_lite0",
+           "02 §6", make_saliency),
+    Figure("relu_backward_example", "The three ReLU backward rules on the lecture's 3×3 "
+           "example: standard g·1[x>0], deconvnet g·1[g>0], guided g·1[x>0]·1[g>0].",
+           "Intermediate features via (guided) backprop: ReLU forward and backward tables",
+           "none", "03 §1", make_relu_example),
+    Figure("relu_rules", "Input gradients of the top-1 class by the standard, deconvnet and "
+           "guided rules (signed RGB, grey = 0).",
+           "Intermediate features via guided backprop (Springenberg et al. 2015)",
+           "efficientnet_lite0", "03 §3", make_relu_rules),
+    Figure("neuron_patches", "What one intermediate neuron looks for: its six strongest "
+           "patches over 384 shapes images, cropped to its receptive field, and guided "
+           "backprop from its peak.",
+           "Intermediate features via (guided) backprop: maximally activating patches",
+           "shapes_cnn", "03 §4", make_neurons),
+    Figure("cam", "Class activation maps of each photo's top-1 class with the CAM paper's "
+           "box (20% of the maximum, largest component).",
+           "Class Activation Mapping (Zhou et al. 2016)", "efficientnet_lite0", "04 §4",
+           make_cam),
+    Figure("grad_cam_two_classes", "Grad-CAM, guided backprop and Guided Grad-CAM at the last "
+           "conv layer for the cat class and for espresso on the same photo.",
+           "Grad-CAM: class-discriminative maps (cat vs dog), Guided Grad-CAM",
+           "efficientnet_lite0", "05 §7", make_grad_cam),
+    Figure("vit_attention_heads", "[CLS] attention to the patches, for every layer and head "
+           "of the shapes ViT.", "ViT: attention maps of the [CLS] token", "shapes_vit",
+           "06 §2", make_vit_heads),
+    Figure("vit_rollout", "Attention rollout (Abnar & Zuidema 2020) of the shapes ViT: "
+           "[CLS]'s row over the patches.", "ViT: attention rollout", "shapes_vit", "06 §3",
+           make_vit_rollout),
+    Figure("vit_b16_rollout", "Attention rollout of torchvision's ViT-B/16 on photos.",
+           "ViT: attention maps on ImageNet photos", "vit_b_16", "06 §6", make_vit_b16),
+]
+
+
+def _save(fig, out: Path, name: str) -> list[str]:
+    """PNG and PDF with no time stamps, so the same figure gives the same bytes."""
+    files = []
+    for ext, meta in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
+        path = out / f"{name}.{ext}"
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=meta)
+        files.append(path.name)
+    plt.close(fig)
+    return files
+
+
+def make_all(out: Path, only: list[str] | None = None, progress: bool = True) -> dict:
+    """Make the figures (all, or those named in ``only``) into ``out``; return the manifest."""
+    from tqdm.auto import tqdm
+
+    names = [f.name for f in FIGURES]
+    unknown = sorted(set(only or []) - set(names))
+    if unknown:
+        raise ValueError(f"unknown figure(s) {unknown}; choose from {names}.")
+    chosen = [f for f in FIGURES if not only or f.name in only]
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    ctx = _Context()
+    manifest = {"lecture": "CS231n 2025, Lecture 9: Visualizing and Understanding",
+                "figures": [], "skipped": []}
+    with plt.style.context("default"):
+        for figure in tqdm(chosen, desc="figures", unit="figure", disable=not progress):
+            entry = {"name": figure.name, "caption": figure.caption,
+                     "lecture_figure": figure.lecture, "model": figure.model,
+                     "notebook_section": figure.notebook}
+            try:
+                made = figure.make(ctx)
+            except Skipped as why:
+                manifest["skipped"].append({**entry, "reason": str(why)})
+                continue
+            fig, note = made if isinstance(made, tuple) else (made, None)
+            if note:
+                entry["note"] = note
+            manifest["figures"].append({**entry, "files": _save(fig, out, figure.name)})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m featviz_helpers.figures",
+        description="Regenerate the lecture's figures (PNG and PDF) with a manifest.")
+    parser.add_argument("--out", type=Path, default=Path("figures"),
+                        help="output folder (default: figures/)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="make only these figures; "
+                        f"names: {', '.join(f.name for f in FIGURES)}")
+    args = parser.parse_args(argv)
+    matplotlib.use("Agg")
+    try:
+        manifest = make_all(args.out, args.only)
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"{len(manifest['figures'])} figures written to {args.out}/ "
+          f"(manifest.json lists them); {len(manifest['skipped'])} skipped:")
+    for entry in manifest["skipped"]:
+        print(f"  {entry['name']}: {entry['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The lecture figures command: every figure as PNG and PDF with a manifest, deterministic,
+zoo and ViT-B/16 figures made from cached weights and listed as skipped without them."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from featviz_helpers import figures, models
+
+
+def run_command(out, *args, env=None):
+    done = subprocess.run([sys.executable, "-m", "featviz_helpers.figures", "--out", str(out),
+                           *args], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture()
+def offline_env(tmp_path):
+    """An environment with an empty torch cache; any download goes to a closed local port."""
+    env = dict(os.environ, TORCH_HOME=str(tmp_path / "torch"))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        env[var] = "http://127.0.0.1:9"
+    for var in ("no_proxy", "NO_PROXY"):
+        env.pop(var, None)
+    return env
+
+
+def test_every_figure_made_or_skipped_with_a_reason(tmp_path, offline_env):
+    out = tmp_path / "figures"
+    done = run_command(out, env=offline_env)
+    assert "figures:" in done.stderr                      # the tqdm progress bar
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    made = {entry["name"]: entry for entry in manifest["figures"]}
+    skipped = {entry["name"]: entry for entry in manifest["skipped"]}
+    assert set(made) | set(skipped) == {f.name for f in figures.FIGURES}
+    assert set(skipped) == {"zoo_first_layers", "vit_b16_rollout"}
+    assert all("not cached" in e["reason"] and "load_model" in e["reason"] for e in skipped.values())
+    for entry in made.values():
+        assert entry["caption"] and entry["lecture_figure"] and entry["model"]
+        assert entry["notebook_section"][:2] in {"01", "02", "03", "04", "05", "06"}
+        assert entry["files"] == [f"{entry['name']}.png", f"{entry['name']}.pdf"]
+        for name in entry["files"]:
+            assert (out / name).stat().st_size > 1000
+
+
+def test_figures_are_deterministic(tmp_path):
+    chosen = ["relu_backward_example", "saliency_maps", "vit_rollout"]
+    first, second = tmp_path / "a", tmp_path / "b"
+    run_command(first, "--only", *chosen)
+    run_command(second, "--only", *chosen)
+    for name in chosen:
+        for ext in ("png", "pdf"):
+            a, b = (first / f"{name}.{ext}").read_bytes(), (second / f"{name}.{ext}").read_bytes()
+            assert a == b, f"{name}.{ext} differs between two runs"
+
+
+def test_zoo_and_vit_b16_figures_from_cached_weights(tmp_path, offline_env):
+    torch.manual_seed(0)
+    for name in ("resnet18", "densenet121", "vit_b_16"):
+        path = os.path.join(offline_env["TORCH_HOME"], "hub", "checkpoints",
+                            os.path.basename(models.weights_path(name)))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save(torchvision.models.get_model(name, weights=None).state_dict(), path)
+    out = tmp_path / "figures"
+    run_command(out, "--only", "zoo_first_layers", "vit_b16_rollout", env=offline_env)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    made = {entry["name"]: entry for entry in manifest["figures"]}
+    assert set(made) == {"zoo_first_layers", "vit_b16_rollout"} and not manifest["skipped"]
+    assert made["zoo_first_layers"]["note"] == "not cached, so not drawn: alexnet, resnet101"
+
+
+def test_unknown_figure_name_is_refused(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "featviz_helpers.figures", "--out",
+                           str(tmp_path), "--only", "salency_maps"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown figure(s) ['salency_maps']" in done.stderr
