@@ -7,13 +7,15 @@ image, shape (B,). Maps are bilinearly upsampled to the mask's (or image's) size
   :func:`box_iou` (the CAM paper's box protocol; :func:`cam_boxes` gives the boxes).
 * Faithfulness to the model: :func:`deletion_auc`, :func:`insertion_auc` (Petsiuk et al.,
   *RISE*, 2018): delete (or insert) pixels in the map's order and watch the class probability.
-* Agreement between two maps: :func:`spearman` rank correlation (Adebayo et al. 2018 use it
-  for their sanity checks).
+* Agreement between two maps: :func:`spearman` rank correlation and :func:`ssim`, structural
+  similarity (Adebayo et al. 2018 report both for their sanity checks).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from scipy import ndimage
 
 from .methods import as_targets
@@ -29,7 +31,9 @@ __all__ = [
     "insertion_curve",
     "deletion_auc",
     "insertion_auc",
+    "BASELINES",
     "spearman",
+    "ssim",
     "LOCALISATION_METRICS",
     "localisation_table",
     "format_table",
@@ -125,36 +129,61 @@ def box_iou(maps, masks, threshold: float = 0.2) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- faithfulness
 
+BASELINES = ("zeros", "blur")
+
+
+def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
+    """The image a deleted pixel takes, or an inserted one starts from: (B,C,H,W).
+
+    ``"zeros"``: 0 in the normalised input, i.e. the dataset's mean colour. ``"blur"``: the
+    image under a Gaussian blur (11×11 kernel, σ = 5 pixels), RISE's insertion start.
+    A tensor broadcastable to ``x`` is used as given.
+    """
+    if isinstance(baseline, str):
+        if baseline == "zeros":
+            return torch.zeros_like(x)
+        if baseline == "blur":
+            return TF.gaussian_blur(x, kernel_size=[11, 11], sigma=[5.0, 5.0])
+        raise ValueError(f"baseline must be one of {BASELINES} or a tensor, got {baseline!r}.")
+    return torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+
+
 @torch.no_grad()
 def _probability_curve(model, x, maps, target, steps, baseline, insert):
     B, _, H, W = x.shape
-    t = as_targets(target, B, model(x[:1]).shape[1])
-    start = torch.zeros_like(x) if baseline is None else torch.as_tensor(baseline).expand_as(x)
+    t = as_targets(target, B, model(x[:1]).shape[1]).to(x.device)
+    start = _baseline(x, baseline)
     order = upsample(maps, (H, W)).flatten(1).argsort(1, descending=True)  # most important first
     curve = []
     for k in range(steps + 1):
         n = round(k * H * W / steps)
         chosen = torch.zeros(B, H * W, dtype=torch.bool)
         chosen.scatter_(1, order[:, :n], True)
-        chosen = chosen.view(B, 1, H, W)
+        chosen = chosen.view(B, 1, H, W).to(x.device)
         # Deletion: the chosen pixels become baseline. Insertion: only they come from x.
         img = torch.where(chosen, x, start) if insert else torch.where(chosen, start, x)
         curve.append(model(img).softmax(1).gather(1, t[:, None])[:, 0])
     return torch.stack(curve, 1)
 
 
-def deletion_curve(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+def deletion_curve(model, x, maps, target, steps: int = 20, baseline="zeros") -> torch.Tensor:
     """P(target) as the map's most important pixels are replaced by ``baseline``: (B, steps+1).
 
-    ``x`` is the preprocessed batch; the default baseline is zeros, i.e. the dataset's mean
-    colour after normalisation. Column k has the top k/steps of the pixels deleted.
+    ``x`` is the preprocessed batch. As in RISE, deleted pixels become a constant: by default
+    0 after normalisation, the dataset's mean colour (see :data:`BASELINES`; a tensor works
+    too). Column k has the top k/steps of the pixels deleted.
     """
     with preserved_state(model):
         return _probability_curve(model, x, maps, target, steps, baseline, insert=False)
 
 
-def insertion_curve(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
-    """P(target) as pixels are restored onto ``baseline`` in the map's order: (B, steps+1)."""
+def insertion_curve(model, x, maps, target, steps: int = 20, baseline="blur") -> torch.Tensor:
+    """P(target) as pixels are restored onto ``baseline`` in the map's order: (B, steps+1).
+
+    The default start is RISE's: a blurred copy of the image (``"blur"``), so that inserting
+    pixels adds detail rather than sharp edges against a flat canvas; ``"zeros"`` starts from
+    the mean colour instead. Column k has the top k/steps of the pixels restored.
+    """
     with preserved_state(model):
         return _probability_curve(model, x, maps, target, steps, baseline, insert=True)
 
@@ -164,12 +193,12 @@ def _auc(curve: torch.Tensor) -> torch.Tensor:
     return ((curve[:, 1:] + curve[:, :-1]) / 2).mean(1)
 
 
-def deletion_auc(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+def deletion_auc(model, x, maps, target, steps: int = 20, baseline="zeros") -> torch.Tensor:
     """Area under :func:`deletion_curve` (lower is better: the map found what matters): (B,)."""
     return _auc(deletion_curve(model, x, maps, target, steps, baseline))
 
 
-def insertion_auc(model, x, maps, target, steps: int = 20, baseline=None) -> torch.Tensor:
+def insertion_auc(model, x, maps, target, steps: int = 20, baseline="blur") -> torch.Tensor:
     """Area under :func:`insertion_curve` (higher is better): (B,)."""
     return _auc(insertion_curve(model, x, maps, target, steps, baseline))
 
@@ -233,3 +262,33 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     lines += [f"{name:{width}s}" + "".join(f"{row[c]:16.3f}" for c in columns)
               for name, row in table.items()]
     return "\n".join(lines)
+
+
+def ssim(a, b, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) of two batches of maps (B,h,w): (B,).
+
+    Each map is first min–max normalised to [0,1] (as for display), then SSIM is the mean over
+    positions of ((2μ_aμ_b + C1)(2σ_ab + C2)) / ((μ_a² + μ_b² + C1)(σ_a² + σ_b² + C2)), with
+    local statistics under a Gaussian window and C1 = 0.01², C2 = 0.03². 1 means identical.
+    """
+    a, b = torch.as_tensor(a).detach().double().cpu(), torch.as_tensor(b).detach().double().cpu()
+    if a.shape != b.shape or a.dim() != 3:
+        raise ValueError(f"ssim needs two batches of maps (B,h,w) of one shape; got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}.")
+
+    def unit(m):
+        flat = m.flatten(1)
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        return ((flat - lo) / (hi - lo + 1e-12)).view_as(m)[:, None]
+
+    a, b = unit(a), unit(b)
+    x = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
+    blur = lambda m: F.conv2d(F.pad(m, [window // 2] * 4, mode="replicate"), kernel)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return s.mean((1, 2, 3)).float()

@@ -99,8 +99,8 @@ def test_deletion_and_insertion_follow_the_map():
     model = PixelCounter()
     d_good = metrics.deletion_auc(model, x, good, 1, steps=8)
     d_bad = metrics.deletion_auc(model, x, bad, 1, steps=8)
-    i_good = metrics.insertion_auc(model, x, good, 1, steps=8)
-    i_bad = metrics.insertion_auc(model, x, bad, 1, steps=8)
+    i_good = metrics.insertion_auc(model, x, good, 1, steps=8, baseline="zeros")
+    i_bad = metrics.insertion_auc(model, x, bad, 1, steps=8, baseline="zeros")
     assert (d_good < d_bad).all() and (i_good > i_bad).all()
     curve = metrics.deletion_curve(model, x, good, 1, steps=8)
     assert curve.shape == (2, 9)
@@ -117,3 +117,39 @@ def test_localisation_table_and_text(world):
     assert table["chance (constant map)"]["pointing game"] == pytest.approx(chance)
     text = metrics.format_table(table)
     assert "oracle" in text and "1.000" in text and "box IoU" in text.splitlines()[0]
+
+
+def test_insertion_starts_from_a_blurred_copy_by_default():
+    x = torch.zeros(1, 3, 16, 16)
+    x[:, :, :, 8:] = 2.0                                # a sharp edge
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, img):
+            seen.append(img.clone())
+            return torch.zeros(img.shape[0], 2)
+    m = torch.rand(1, 16, 16)
+    metrics.insertion_curve(Recorder(), x, m, 1, steps=2)
+    start = seen[1]                                      # seen[0] is the class-count probe
+    assert 0 < start[0, 0, 0, 7] < 2 and 0 < start[0, 0, 0, 8] < 2    # the edge is blurred
+    assert torch.allclose(start, metrics._baseline(x, "blur"))
+    seen.clear()
+    metrics.insertion_curve(Recorder(), x, m, 1, steps=2, baseline="zeros")
+    assert seen[1].abs().max() == 0
+    seen.clear()
+    metrics.deletion_curve(Recorder(), x, m, 1, steps=2)
+    assert torch.equal(seen[1], x) and seen[-1].abs().max() == 0   # deletion ends all-zero
+    with pytest.raises(ValueError, match="baseline must be one of"):
+        metrics.insertion_curve(Recorder(), x, m, 1, baseline="black")
+
+
+def test_ssim_identities():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 12, 12, generator=g)
+    assert torch.allclose(metrics.ssim(a, a), torch.ones(3), atol=1e-6)
+    assert torch.allclose(metrics.ssim(a, 5 * a + 2), torch.ones(3), atol=1e-6)  # normalised first
+    noise = torch.rand(3, 12, 12, generator=g)
+    assert (metrics.ssim(a, noise) < 0.3).all()
+    assert (metrics.ssim(a, 1 - a) < 0).all()                       # inverted structure
+    with pytest.raises(ValueError, match="ssim needs"):
+        metrics.ssim(a, a[0])
