@@ -14,7 +14,6 @@ can reach the notebook's own objects) and with the library copies of the methods
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,8 @@ import torchvision
 from torch import nn
 
 from . import methods, models, viz
-from .hooks import capture, count_hooks, preserved_state, relu_backward_rule
+from .hooks import (ModelState, capture, model_state, preserved_state, relu_backward_rule,
+                    state_changes)
 from .library_guard import LibraryCopyUsed, library_copies_blocked
 
 __all__ = [
@@ -98,60 +98,6 @@ def _grad_of(model, x, scores_fn):
 
 # ------------------------------------------------------------- running the student's code
 
-@dataclass
-class _ModelState:
-    """Everything about a model that a visualisation method must leave as it found it."""
-
-    training: list
-    requires_grad: list
-    has_grad: list
-    hooks: int
-    patched: list
-    tensors: dict
-
-
-def _model_state(model: nn.Module) -> _ModelState:
-    return _ModelState(
-        training=[m.training for m in model.modules()],
-        requires_grad=[p.requires_grad for p in model.parameters()],
-        has_grad=[p.grad is not None for p in model.parameters()],
-        hooks=count_hooks(model),
-        patched=[name or "the model" for name, m in model.named_modules()
-                 if "forward" in m.__dict__],
-        tensors={k: v.detach().clone() for k, v in model.state_dict().items()},
-    )
-
-
-def _state_changes(before: _ModelState, after: _ModelState) -> list[str]:
-    """What changed, each as a sentence ending in what to do about it."""
-    changes = []
-    if after.training != before.training:
-        changes.append("changed the model's train/eval mode; remember the caller's mode and "
-                       "restore it (model.train(was_training)) in a finally block.")
-    if after.requires_grad != before.requires_grad:
-        changes.append("changed parameters' requires_grad flags; restore them.")
-    if after.hooks != before.hooks:
-        changes.append("left hooks on the model; remove them in a finally block.")
-    if after.patched != before.patched:
-        changes.append(f"left a replaced forward on {after.patched[:3] or before.patched[:3]}; "
-                       "restore every one, also when an exception is raised.")
-    changed = [k for k, v in after.tensors.items()
-               if k not in before.tensors or not torch.equal(v, before.tensors[k])]
-    if changed:
-        stats = [k for k in changed if "running_" in k or "num_batches" in k]
-        if stats:
-            changes.append(f"changed BatchNorm statistics ({stats[0]}): a forward pass in "
-                           "train mode updates them. Switch to eval mode first.")
-        else:
-            changes.append(f"changed the model's weights ({changed[0]}): never write into "
-                           "parameters (no in-place ops on weight tensors).")
-    if after.has_grad != before.has_grad:
-        changes.append("left weight gradients (.grad) on the model's parameters; take "
-                       "gradients with torch.autograd.grad w.r.t. what you need, or freeze "
-                       "the parameters during the backward pass.")
-    return changes
-
-
 def _private(arg):
     """A copy the student's code may do anything to: modules deep-copied, tensors cloned."""
     if isinstance(arg, nn.Module):
@@ -169,9 +115,9 @@ def _mutated_inputs(args, copies) -> list[int]:
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def _put_back(model: nn.Module, state: _ModelState, hook_keys: list) -> None:
-    """Restore ``model`` to ``state`` (taken by :func:`_model_state`): mode, flags, tensors,
-    gradients, and no hook or replaced forward that was not there before."""
+def _put_back(model: nn.Module, state: ModelState, hook_keys: list) -> None:
+    """Restore ``model`` to ``state`` (taken by :func:`hooks.model_state`): mode, flags,
+    tensors, gradients, and no hook or replaced forward that was not there before."""
     for m, training in zip(model.modules(), state.training):
         m.training = training
     for p, flag, had_grad in zip(model.parameters(), state.requires_grad, state.has_grad):
@@ -201,19 +147,19 @@ def _run(what: str, fn, args, train: bool = False):
     or the caller's own model, reached through a global name instead of the argument (which
     is then put back as it was, so later cells are not affected).
     """
-    originals = [(a, _model_state(a), _hook_keys(a)) for a in args if isinstance(a, nn.Module)]
+    originals = [(a, model_state(a), _hook_keys(a)) for a in args if isinstance(a, nn.Module)]
     copies = [_private(a) for a in args]
     nets = [c for c in copies if isinstance(c, nn.Module)]
     if train:
         for net in nets:
             net.train()
-    before = [_model_state(net) for net in nets]
+    before = [model_state(net) for net in nets]
     try:
         with library_copies_blocked(what):
             result = fn(*copies)
     finally:
         touched = [(m, state, keys) for m, state, keys in originals
-                   if _state_changes(state, _model_state(m))]
+                   if state_changes(state, model_state(m))]
         for m, state, keys in touched:
             _put_back(m, state, keys)
     if touched:
@@ -221,7 +167,7 @@ def _run(what: str, fn, args, train: bool = False):
                          "use the `model` argument, not a global variable. (The notebook's "
                          "model has been put back as it was.)")
     for net, state in zip(nets, before):
-        changes = _state_changes(state, _model_state(net))
+        changes = state_changes(state, model_state(net))
         if changes:
             raise CheckError(f"{what} {changes[0]}")
     mutated = _mutated_inputs(args, copies)
@@ -288,7 +234,7 @@ def _restores_after_error(case: str, fn, model: nn.Module, args) -> None:
     """Hidden test: when the forward pass raises inside ``fn``, the model is still restored."""
     what = f"[{case}] your function"
     net = copy.deepcopy(model)
-    before = _model_state(net)
+    before = model_state(net)
     with library_copies_blocked(what):
         try:
             fn(net, *args)
@@ -296,7 +242,7 @@ def _restores_after_error(case: str, fn, model: nn.Module, args) -> None:
             raise
         except Exception:  # noqa: BLE001 - the error is expected; the state is what we test
             pass
-    changes = _state_changes(before, _model_state(net))
+    changes = state_changes(before, model_state(net))
     if changes:
         raise CheckError(f"{what}: when the forward pass raised, your function {changes[0]}")
 

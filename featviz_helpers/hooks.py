@@ -3,20 +3,49 @@
 One mechanism for the whole course: a forward hook stores a layer's output, and a tensor
 hook on that output stores the gradient that flows back into it. (Module backward hooks
 are avoided on purpose: they misbehave when an in-place ReLU follows the layer.)
+
+Every helper that changes a model's state (mode, ``requires_grad`` flags, hooks, replaced
+``forward``s) holds the model's lock (:func:`model_lock`) while it does, so calls on one
+model from several threads run one after the other instead of undoing each other's changes.
 """
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .library_guard import library_copy, refuse_if_blocked
 from .models import get_layer, layer_name
 
-__all__ = ["preserved_state", "LayerCapture", "capture", "count_hooks", "RULES",
-           "relu_backward_rule"]
+__all__ = ["model_lock", "preserved_state", "ModelState", "model_state", "state_changes",
+           "LayerCapture", "capture", "count_hooks", "RULES", "relu_backward_rule"]
+
+
+# ------------------------------------------------------------------------ one lock per model
+
+_locks: "weakref.WeakKeyDictionary[nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock that every helper holds while it changes ``model``'s state.
+
+    Hold it yourself (``with hooks.model_lock(model): ...``) around code of your own that
+    calls ``model`` from another thread while the helpers may be using it. Re-entrant, so
+    nested helpers (``capture`` inside ``preserved_state`` inside a method) do not deadlock.
+    Kept beside the model, not on it, so copying or pickling the model is unaffected.
+    """
+    with _locks_guard:   # two threads asking at once must get the same lock
+        lock = _locks.get(model)
+        if lock is None:
+            lock = _locks[model] = threading.RLock()
+        return lock
 
 
 @contextlib.contextmanager
@@ -26,22 +55,85 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True,
 
     Freezing (``requires_grad=False``) means a backward pass computes only the gradients
     asked for, not weight gradients. The mode and every parameter's ``requires_grad`` flag
-    are restored on exit, also when the body raises.
+    are restored on exit, also when the body raises. The body runs holding the model's
+    lock (:func:`model_lock`): another thread's helpers wait until it is done.
     """
-    was_training = {m: m.training for m in model.modules()}
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        if eval_mode:
-            model.eval()
-        if freeze:
-            for p, _ in flags:
-                p.requires_grad_(False)
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for m, training in was_training.items():
-            m.training = training
+    with model_lock(model):
+        # The snapshot is taken under the lock: taken before it, it could record another
+        # thread's temporary changes (eval mode, frozen flags) and "restore" them.
+        was_training = {m: m.training for m in model.modules()}
+        # Weights made under torch.inference_mode() cannot get requires_grad=True back outside
+        # it, so they are left alone (they cannot take part in a backward pass anyway).
+        flags = [(p, p.requires_grad) for p in model.parameters() if not p.is_inference()]
+        try:
+            if eval_mode:
+                model.eval()
+            if freeze:
+                for p, _ in flags:
+                    p.requires_grad_(False)
+            yield model
+        finally:
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            for m, training in was_training.items():
+                m.training = training
+
+
+@dataclass
+class ModelState:
+    """Everything about a model that a visualisation method must leave as it found it."""
+
+    training: list
+    requires_grad: list
+    has_grad: list
+    hooks: int
+    patched: list
+    tensors: dict
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """A snapshot of ``model``: modes, flags, ``.grad``s, hook count, replaced ``forward``s,
+    and a copy of every parameter and buffer (BatchNorm statistics included)."""
+    return ModelState(
+        training=[m.training for m in model.modules()],
+        requires_grad=[p.requires_grad for p in model.parameters()],
+        has_grad=[p.grad is not None for p in model.parameters()],
+        hooks=count_hooks(model),
+        patched=[name or "the model" for name, m in model.named_modules()
+                 if "forward" in m.__dict__],
+        tensors={k: v.detach().clone() for k, v in model.state_dict().items()},
+    )
+
+
+def state_changes(before: ModelState, after: ModelState) -> list[str]:
+    """What changed between two :func:`model_state` snapshots, each as a sentence ending in
+    what to do about it; empty when nothing did."""
+    changes = []
+    if after.training != before.training:
+        changes.append("changed the model's train/eval mode; remember the caller's mode and "
+                       "restore it (model.train(was_training)) in a finally block.")
+    if after.requires_grad != before.requires_grad:
+        changes.append("changed parameters' requires_grad flags; restore them.")
+    if after.hooks != before.hooks:
+        changes.append("left hooks on the model; remove them in a finally block.")
+    if after.patched != before.patched:
+        changes.append(f"left a replaced forward on {after.patched[:3] or before.patched[:3]}; "
+                       "restore every one, also when an exception is raised.")
+    changed = [k for k, v in after.tensors.items()
+               if k not in before.tensors or not torch.equal(v, before.tensors[k])]
+    if changed:
+        stats = [k for k in changed if "running_" in k or "num_batches" in k]
+        if stats:
+            changes.append(f"changed BatchNorm statistics ({stats[0]}): a forward pass in "
+                           "train mode updates them. Switch to eval mode first.")
+        else:
+            changes.append(f"changed the model's weights ({changed[0]}): never write into "
+                           "parameters (no in-place ops on weight tensors).")
+    if after.has_grad != before.has_grad:
+        changes.append("left weight gradients (.grad) on the model's parameters; take "
+                       "gradients with torch.autograd.grad w.r.t. what you need, or freeze "
+                       "the parameters during the backward pass.")
+    return changes
 
 
 class LayerCapture:
@@ -50,7 +142,9 @@ class LayerCapture:
     ``activations[name]`` is the layer's output (B,C,h,w) from the last forward pass,
     detached; ``gradients[name]`` is d(what you backpropagated)/d(that output), same shape,
     filled in by a backward pass; ``outputs[name]`` is the live output, still in the graph,
-    for differentiating a function of a layer (a neuron, say). Use through :func:`capture`.
+    for differentiating a function of a layer (a neuron, say); ``calls[name]`` counts how
+    often the layer ran inside the block (a module reused within one forward pass runs
+    more than once, and then only its last call is kept). Use through :func:`capture`.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module],
@@ -61,6 +155,7 @@ class LayerCapture:
         self.activations: dict[str, torch.Tensor] = {}
         self.gradients: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
+        self.calls: dict[str, int] = {name: 0 for name in self.layers}
         self._handles = []
 
     def _forward_hook(self, name: str):
@@ -70,6 +165,7 @@ class LayerCapture:
                     f"Layer {name!r} returns {type(output).__name__}, not a tensor; capture a "
                     "layer whose output is one tensor."
                 )
+            self.calls[name] += 1
             # Clone: an in-place op after this layer (ReLU(inplace=True)) would otherwise
             # overwrite what we stored.
             self.activations[name] = output.detach().clone()
@@ -83,6 +179,9 @@ class LayerCapture:
             if output.requires_grad:
                 output.register_hook(store)
                 self.outputs[name] = output
+                # The rest of the network gets a copy, so an in-place op after this layer
+                # cannot overwrite the live output kept in `outputs`.
+                return output.clone()
         return hook
 
     def __enter__(self) -> "LayerCapture":
@@ -109,8 +208,9 @@ def capture(model: nn.Module, layers: str | nn.Module | Iterable[str | nn.Module
             *, freeze: bool = True, stop_gradient: bool = False) -> Iterator[LayerCapture]:
     """Capture activations and gradients of ``layers`` while the body runs.
 
-    The model is in eval mode (and its parameters frozen unless ``freeze=False``) inside;
-    on exit, also on an exception, all hooks are removed and mode and flags restored::
+    The model is in eval mode (and its parameters frozen unless ``freeze=False``) inside,
+    and the body holds the model's lock (:func:`model_lock`); on exit, also on an exception,
+    all hooks are removed and mode and flags restored::
 
         with capture(model, "_blocks.15") as cap:
             logits = model(x.detach().requires_grad_())
@@ -172,33 +272,116 @@ class _RuleReLU(torch.autograd.Function):
         return g.clamp_min(0) * passes, None, None
 
 
-def _rule_forward(module: nn.Module, rule: str):
+# Activations that guided backprop and the deconvnet have no rule for. A network that
+# computes one of these is refused: its "guided" gradient would be partly the plain one.
+_UNGUIDED = {
+    "gelu": "GELU", "silu": "SiLU (Swish)", "mish": "Mish", "elu": "ELU", "elu_": "ELU",
+    "selu": "SELU", "selu_": "SELU", "celu": "CELU", "celu_": "CELU",
+    "leaky_relu": "LeakyReLU", "leaky_relu_": "LeakyReLU", "rrelu": "RReLU", "rrelu_": "RReLU",
+    "prelu": "PReLU", "hardswish": "Hardswish", "softplus": "Softplus",
+    "threshold": "Threshold", "threshold_": "Threshold", "_threshold": "Threshold",
+}
+
+
+class _RuleOverride(TorchFunctionMode):
+    """While active (in this thread only): functional ReLUs follow the rule too, and an
+    activation the rule does not cover raises instead of passing the plain gradient.
+
+    ``F.relu``, ``torch.relu``, ``x.relu()``, ``F.relu6`` and ``F.hardtanh(x, 0, top)``
+    are not modules, so replacing module ``forward``s cannot reach them (DenseNet's last
+    ReLU, GoogLeNet's every ReLU); a torch-function mode sees every such call. ``applied``
+    counts the ReLUs, modules and functional, that ran under the rule.
+    """
+
+    def __init__(self, rule: str):
+        super().__init__()
+        self.rule = rule
+        self.applied = 0
+
+    def relu(self, x: torch.Tensor, top) -> torch.Tensor:
+        """ReLU (``top=None``) or ReLU-with-ceiling ``top`` of ``x``, backward by the rule.
+        Out of place, like the replaced modules: callers use the returned tensor."""
+        self.applied += 1
+        return _RuleReLU.apply(x, self.rule, top)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in ("relu", "relu_"):
+            return self.relu(args[0], None)
+        if name == "relu6":
+            return self.relu(args[0], 6.0)
+        if name in ("hardtanh", "hardtanh_"):
+            low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+            high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+            if low == 0:                      # hardtanh(x, 0, 6) is ReLU6
+                return self.relu(args[0], float(high))
+            self.refuse(f"Hardtanh with floor {low}")
+        if name in _UNGUIDED:
+            self.refuse(_UNGUIDED[name])
+        return func(*args, **kwargs)
+
+    def refuse(self, activation: str) -> None:
+        if self.rule == "standard":           # the plain derivative: nothing to override
+            return
+        raise ValueError(
+            f"The {self.rule} rule cannot be applied to this model: its forward pass computes "
+            f"{activation}, and the {self.rule} rule is defined only for ReLU and ReLU6. Its "
+            f"map would silently mix {self.rule} and plain gradients. Use a ReLU network, or "
+            "a method that does not override nonlinearities: methods.saliency (the plain "
+            "gradient), methods.grad_cam, or for a ViT methods.vit_grad_cam and "
+            "methods.attention_rollout."
+        )
+
+    def check_applied(self, model, inputs, output) -> None:
+        """Forward hook on the whole model: refuse a forward pass in which no ReLU ran."""
+        if self.applied == 0 and self.rule != "standard":
+            raise ValueError(
+                f"No ReLU ran under the {self.rule} rule in {type(model).__name__}'s forward "
+                f"pass (no nn.ReLU/nn.ReLU6 module, no F.relu call), so the {self.rule} "
+                "gradient would just be the plain gradient. A home-made activation (say "
+                "x.clamp(min=0)) is not recognised: use nn.ReLU or F.relu in the model, or "
+                "methods.saliency for the plain gradient."
+            )
+
+
+def _rule_forward(module: nn.Module, override: _RuleOverride):
     top = 6.0 if isinstance(module, nn.ReLU6) else None
-    return lambda x: _RuleReLU.apply(x, rule, top)
+    return lambda x: override.relu(x, top)
 
 
 @library_copy
 @contextlib.contextmanager
 def relu_backward_rule(model: nn.Module, rule: str = "guided") -> Iterator[int]:
-    """Inside the block, every ``nn.ReLU``/``nn.ReLU6`` module of ``model`` backpropagates by
-    ``rule`` (see :data:`RULES`); yields how many modules were changed.
+    """Inside the block, every ReLU/ReLU6 of ``model`` backpropagates by ``rule`` (see
+    :data:`RULES`); yields how many ``nn.ReLU``/``nn.ReLU6`` modules were changed.
 
     Works with ``inplace=True`` ReLUs (the replacement is out of place) and with one ReLU
-    module applied several times (torchvision's ResNet blocks). Functional ``F.relu`` calls
-    inside a ``forward`` are not modules and keep the standard rule. Everything is restored
-    on exit, also when the body raises.
+    module applied several times (torchvision's ResNet blocks). Functional calls
+    (``F.relu``, ``torch.relu``, ``F.relu6``) made in this thread follow the rule too. With
+    ``"guided"`` or ``"deconvnet"``, a forward pass that computes an activation the rule
+    does not cover (GELU, SiLU, ELU, LeakyReLU, …), or in which no ReLU ran at all, raises
+    ``ValueError`` instead of returning a partly plain gradient. Everything is restored on
+    exit, also when the body raises; the body holds the model's lock (:func:`model_lock`).
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
-    relus = [m for m in model.modules() if type(m) in (nn.ReLU, nn.ReLU6)]
-    saved = [(m, m.__dict__.get("forward")) for m in relus]
-    try:
-        for m in relus:
-            m.forward = _rule_forward(m, rule)   # instance attribute shadows the class method
-        yield len(relus)
-    finally:
-        for m, own in saved:
-            if own is None:
-                m.__dict__.pop("forward", None)
-            else:
-                m.forward = own
+    with model_lock(model):
+        relus = [m for m in model.modules() if type(m) in (nn.ReLU, nn.ReLU6)]
+        saved = [(m, m.__dict__.get("forward")) for m in relus]
+        override = _RuleOverride(rule)
+        handle = None
+        try:
+            for m in relus:
+                m.forward = _rule_forward(m, override)  # instance attribute shadows the method
+            handle = model.register_forward_hook(override.check_applied)
+            with override:
+                yield len(relus)
+        finally:
+            if handle is not None:
+                handle.remove()
+            for m, own in saved:
+                if own is None:
+                    m.__dict__.pop("forward", None)
+                else:
+                    m.forward = own
