@@ -8,11 +8,15 @@ them for display.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
+import operator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hooks import capture, preserved_state, relu_backward_rule
+from .hooks import LayerCapture, capture, preserved_state, relu_backward_rule
 from .library_guard import library_copy
 from .models import gap_fc_head, layer_name
 
@@ -25,24 +29,38 @@ def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
     """``target`` as a LongTensor (B,) of class indices, checked against the model.
 
     ``target`` is an int (the same class for every image), a sequence, or an integer tensor
-    of shape (B,) — one class per image.
+    of shape (B,) — one class per image. The result is built and checked on the CPU (the
+    host has the values); callers move it to their model's device.
     """
     if isinstance(target, bool):
         raise TypeError("target must be a class index (int), not a bool.")
+    if target is None:
+        raise TypeError("target is None; pass a class index per image, e.g. the top-1 "
+                        "classes model(x).argmax(dim=1), or one int for every image.")
+    if isinstance(target, str):
+        raise TypeError(f"target must be a class index (int), not the string {target!r}; "
+                        f"look the index up, e.g. model.class_names.index({target!r}).")
     if isinstance(target, int):
-        t = torch.full((batch_size,), target, dtype=torch.long)
-    else:
-        t = torch.as_tensor(target)
-        if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}.")
-        t = t.long().reshape(-1) if t.dim() == 0 else t.long()
-        if t.numel() == 1 and batch_size != 1:
-            t = t.expand(batch_size)
-        if t.dim() != 1 or t.shape[0] != batch_size:
-            raise ValueError(
-                f"target must be one class index per image: shape ({batch_size},), "
-                f"got {tuple(t.shape)}."
-            )
+        if not 0 <= target < num_classes:      # before building a tensor: 2**70 overflows
+            raise ValueError(f"class index {target} is out of range: this model has "
+                             f"{num_classes} classes (0..{num_classes - 1}).")
+        return torch.full((batch_size,), target, dtype=torch.long, device="cpu")
+    try:
+        t = target if isinstance(target, torch.Tensor) else torch.as_tensor(target, device="cpu")
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise TypeError(f"target must be class indices (an int, a list of ints or an integer "
+                        f"tensor of shape (B,)); could not read {target!r} ({e}).") from None
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}.")
+    t = t.long().reshape(-1) if t.dim() == 0 else t.long()
+    if t.numel() == 1 and batch_size != 1:
+        t = t.expand(batch_size)
+    if t.dim() != 1 or t.shape[0] != batch_size:
+        raise ValueError(
+            f"target must be one class index per image: shape ({batch_size},), "
+            f"got {tuple(t.shape)}."
+        )
+    t = t.cpu()   # checked on the host; a meta tensor has no values to check
     bad = (t < 0) | (t >= num_classes)
     if bad.any():
         raise ValueError(
@@ -53,9 +71,82 @@ def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
 
 
 def _check_batch(x: torch.Tensor) -> None:
+    """Refuse anything that is not a non-empty float batch (B,C,H,W) of finite numbers."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must be a preprocessed batch (B,C,H,W); got {shape}.")
+    if x.numel() == 0:
+        raise ValueError(f"x is an empty batch {tuple(x.shape)}: there is no image to explain. "
+                         "Pass at least one image of at least one pixel.")
+    if not x.is_floating_point():
+        raise ValueError(f"x has dtype {x.dtype}; a model input is a float batch. Make it with "
+                         "images.preprocess(), which scales and normalises the pixels.")
+    if x.device.type != "meta" and not torch.isfinite(x).all():
+        raise ValueError("x holds NaN or infinite values, so every map computed from it would "
+                         "be NaN too. Check where the batch came from (images.preprocess "
+                         "refuses such pixels).")
+
+
+def _model_tensor(model: nn.Module):
+    """A parameter (or buffer) of ``model``: where it lives and in what dtype; None if none."""
+    return next(itertools.chain(model.parameters(), model.buffers()), None)
+
+
+def _input(model: nn.Module, x: torch.Tensor, for_gradient: bool = True) -> torch.Tensor:
+    """``x`` checked (on the model's device), detached, and in the model's float dtype.
+
+    For a gradient method call it inside :func:`_autograd`: then an input made under
+    ``torch.inference_mode()`` is copied into an ordinary tensor that autograd can use.
+    """
+    _check_batch(x)
+    ref = _model_tensor(model)
+    if ref is not None and x.device != ref.device:
+        raise ValueError(f"x is on {x.device} but the model is on {ref.device}; move the batch "
+                         f"to the model's device first: x.to({str(ref.device)!r}).")
+    if for_gradient and any(p.is_inference() for p in model.parameters()):
+        raise ValueError("The model's weights were created under torch.inference_mode(), and "
+                         "such tensors cannot take part in a backward pass. Load the model "
+                         "outside inference_mode (torch.no_grad() is fine for your own "
+                         "forward passes): the gradient methods switch autograd on themselves.")
+    x = x.detach()
+    if ref is not None and ref.is_floating_point() and x.dtype != ref.dtype:
+        x = x.to(ref.dtype)          # a float64 batch for a float32 model, say
+    if x.is_inference():             # made under inference_mode: autograd cannot use it
+        x = x.clone()
+    return x
+
+
+@contextlib.contextmanager
+def _autograd():
+    """Autograd on, also when the caller is inside ``torch.no_grad()`` or
+    ``torch.inference_mode()``: the gradient methods need a graph."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _check_ran(cap: LayerCapture, name: str, model: nn.Module) -> None:
+    """Refuse a captured layer that did not run exactly once in the forward pass."""
+    runs = cap.calls[name]
+    if runs == 0:
+        raise ValueError(
+            f"Layer {name!r} did not run in {type(model).__name__}'s forward pass, so there is "
+            "nothing to capture there (GoogLeNet's and Inception's auxiliary heads, for one, "
+            "run only in train mode). Pick a layer on the path from the input to the class "
+            "scores; model.named_modules() lists them."
+        )
+    if runs > 1:
+        parent = name.rpartition(".")[0] or "a layer that runs once"
+        raise ValueError(
+            f"Layer {name!r} runs {runs} times in one forward pass (one module used in several "
+            "places, like the ReLU of a torchvision ResNet block), so which of its outputs to "
+            f"explain is ambiguous. Pick a layer that runs once, e.g. {parent!r}."
+        )
+
+
+def _check_gradient_reaches(scores: torch.Tensor, name: str) -> None:
+    if not scores.requires_grad:
+        raise ValueError(f"No gradient reaches layer {name!r}: the class scores do not depend on "
+                         "its output. Pick a layer on the path to the classifier.")
 
 
 def class_scores(logits: torch.Tensor, target) -> torch.Tensor:
@@ -73,9 +164,8 @@ def saliency(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     the whole batch: images are independent in eval mode, so the gradient of the summed
     scores w.r.t. image b is the gradient of image b's own score.
     """
-    _check_batch(x)
-    with preserved_state(model), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+    with preserved_state(model), _autograd():
+        x = _input(model, x).requires_grad_(True)
         scores = class_scores(model(x), target)
         (grad,) = torch.autograd.grad(scores.sum(), x)
     return grad.abs().amax(dim=1)
@@ -86,14 +176,26 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """Guided backpropagation (Springenberg et al. 2015): (B,3,H,W) → (B,3,H,W).
 
     The gradient of each image's target logit w.r.t. the input, with every ReLU/ReLU6
-    module passing back only positive gradient where its input was positive.
+    (modules and functional calls) passing back only positive gradient where its input was
+    positive. A model with another activation (GELU, SiLU, …) is refused: see
+    :func:`featviz_helpers.hooks.relu_backward_rule`.
     """
-    _check_batch(x)
-    with preserved_state(model), relu_backward_rule(model, "guided"), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+    with preserved_state(model), relu_backward_rule(model, "guided"), _autograd():
+        x = _input(model, x).requires_grad_(True)
         scores = class_scores(model(x), target)
         (grad,) = torch.autograd.grad(scores.sum(), x)
     return grad
+
+
+def _channel_index(channel) -> int:
+    """``channel`` as a plain int; a bool, float or anything else is refused."""
+    if isinstance(channel, bool):   # True would index as a mask and select every channel
+        raise TypeError(f"channel must be an int channel index, not the bool {channel}.")
+    try:
+        return operator.index(channel)   # ints, numpy ints, 0-d integer tensors
+    except TypeError:
+        raise TypeError(f"channel must be an int channel index, got {channel!r} "
+                        f"({type(channel).__name__}).") from None
 
 
 @library_copy
@@ -104,11 +206,12 @@ def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
     For each image, the neuron is ``channel`` of ``layer`` at the position where it responds
     most; the result shows which input pixels make that response larger.
     """
-    _check_batch(x)
+    channel = _channel_index(channel)
     name = layer_name(model, layer)
-    with capture(model, name) as cap, relu_backward_rule(model, "guided"), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
+    with capture(model, name) as cap, relu_backward_rule(model, "guided"), _autograd():
+        x = _input(model, x).requires_grad_(True)
         model(x)
+        _check_ran(cap, name, model)
         out = cap.outputs[name]
         if out.dim() != 4 or not 0 <= channel < out.shape[1]:
             raise ValueError(f"channel {channel} out of range for {name!r} with output "
@@ -126,21 +229,35 @@ def cam(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     weights w. Only for conv → global average pooling → linear networks
     (:func:`featviz_helpers.models.gap_fc_head` says which); mean(M_c) + b_c = S_c.
     """
-    _check_batch(x)
+    x = _input(model, x, for_gradient=False)
     head = gap_fc_head(model)
     with capture(model, head.layer) as cap, torch.no_grad():
         logits = model(x)
-    t = as_targets(target, x.shape[0], logits.shape[1])
+    _check_ran(cap, head.layer, model)
+    weights = head.fc.weight.detach()
+    t = as_targets(target, x.shape[0], logits.shape[1]).to(weights.device)
     features = cap.activations[head.layer]
     if head.activation is not None:
         features = head.activation(features)
-    return cam_from_features(features, head.fc.weight.detach()[t])
+    return cam_from_features(features, weights[t])
 
 
 @library_copy
 def cam_from_features(features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """M(x,y) = Σ_k w_k f_k(x,y): features (B,K,h,w), class weights (B,K) → maps (B,h,w)."""
     return torch.einsum("bk,bkhw->bhw", class_weights, features)
+
+
+def _layer_gradient(model: nn.Module, x: torch.Tensor, target, name: str):
+    """Activations and gradients of each image's target logit at layer ``name``: one forward
+    and a backward that stops at the layer. Both (B,…) as the layer outputs them."""
+    with capture(model, name, stop_gradient=True) as cap, _autograd():
+        logits = model(_input(model, x))
+        _check_ran(cap, name, model)
+        scores = class_scores(logits, target)
+        _check_gradient_reaches(scores, name)
+        scores.sum().backward()
+    return cap.activations[name], cap.gradients[name]
 
 
 @library_copy
@@ -150,12 +267,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     α_k = mean over positions of ∂S_c/∂A_k; L = ReLU(Σ_k α_k A_k). One forward, and a
     backward that stops at ``layer`` (nothing below it is differentiated).
     """
-    _check_batch(x)
     name = layer_name(model, layer)
-    with capture(model, name, stop_gradient=True) as cap, torch.enable_grad():
-        scores = class_scores(model(x), target)
-        scores.sum().backward()
-    activations, gradients = cap.activations[name], cap.gradients[name]
+    activations, gradients = _layer_gradient(model, x, target, name)
     if activations.dim() != 4:
         raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; Grad-CAM needs a "
                          "(B,C,h,w) feature map (for a ViT use vit_grad_cam).")
@@ -198,11 +311,13 @@ def vit_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     Recomputed from each block's LayerNorm-ed input and its attention's in-projection:
     softmax(Q Kᵀ / √d_head). Token 0 is [CLS]; N = 1 + number of patches. One forward pass.
     """
-    _check_batch(x)
+    x = _input(model, x, for_gradient=False)
     blocks = _vit_blocks(model)
     norms = [f"{b}.ln_1" for b in blocks]
     with capture(model, norms) as cap, torch.no_grad():
         model(x)
+    for norm in norms:
+        _check_ran(cap, norm, model)
     out = []
     for block, norm in zip(blocks, norms):
         mha = model.get_submodule(f"{block}.self_attention")
@@ -228,10 +343,19 @@ def attention_rollout(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Te
             "min": lambda a: a.amin(dim=2)}
     if head_fusion not in fuse:
         raise ValueError(f"head_fusion must be one of {sorted(fuse)}, got {head_fusion!r}.")
+    if not isinstance(attn, torch.Tensor):
+        raise TypeError(f"attn must be one tensor (L,B,heads,N,N), not a {type(attn).__name__}; "
+                        "stack per-layer maps first: torch.stack(list_of_layers).")
     if attn.dim() != 5 or attn.shape[-1] != attn.shape[-2]:
         raise ValueError(f"attn must be (L,B,heads,N,N); got {tuple(attn.shape)}.")
-    layers = fuse[head_fusion](attn.detach().double())          # (L, B, N, N)
-    eye = torch.eye(layers.shape[-1], dtype=layers.dtype)
+    if 0 in attn.shape:
+        raise ValueError(f"attn {tuple(attn.shape)} is empty: rollout needs at least one layer, "
+                         "one image, one head and one token.")
+    # Float64 keeps the product of many row-stochastic matrices accurate; Apple's MPS
+    # has no float64, so there float32 has to do.
+    dtype = torch.float32 if attn.device.type == "mps" else torch.float64
+    layers = fuse[head_fusion](attn.detach().to(dtype))         # (L, B, N, N)
+    eye = torch.eye(layers.shape[-1], dtype=layers.dtype, device=layers.device)
     rollout = None
     for a in layers:
         a = a + eye
@@ -256,18 +380,27 @@ def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
     ``layer`` is a module whose output is the token sequence (B,N,D), by default the input
     of the last encoder block (the output of the one before). Not the last block's own
     output: the classifier reads only the [CLS] token after it, so the patch tokens there
-    get no gradient at all.
+    get no gradient at all, and such a layer is refused.
     """
-    _check_batch(x)
     blocks = _vit_blocks(model)
     if layer is None:
         if len(blocks) < 2:
             raise ValueError("a one-block ViT has no earlier block; pass layer explicitly.")
         layer = blocks[-2]
     name = layer_name(model, layer)
-    with capture(model, name, stop_gradient=True) as cap, torch.enable_grad():
-        class_scores(model(x), target).sum().backward()
-    activations, gradients = cap.activations[name], cap.gradients[name]
+    activations, gradients = _layer_gradient(model, x, target, name)
     if activations.dim() != 3:
         raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}, not tokens (B,N,D).")
+    if (gradients.device.type != "meta" and (gradients[:, 1:] == 0).all()
+            and (gradients[:, 0] != 0).any()):
+        # After the last attention nothing mixes the tokens: only [CLS] reaches the head.
+        # (When [CLS] gets nothing either, the scores do not depend on the layer at all, as
+        # with a freshly built ViT's all-zero head: then the zero map is the right answer.)
+        earlier = (f"the default, the output of {blocks[-2]!r} (the input of the last block)"
+                   if len(blocks) > 1 else "the model's input tokens")
+        raise ValueError(
+            f"At layer {name!r} only the [CLS] token reaches the classifier: the patch tokens "
+            "get no gradient at all, so the map would be all zero. Use a layer before the "
+            f"last block's attention, e.g. {earlier}."
+        )
     return _grad_cam_map(tokens_to_grid(activations), tokens_to_grid(gradients))
