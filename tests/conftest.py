@@ -27,3 +27,17 @@ def small_cnn():
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5),
     )
     return net.eval()
+
+
+@pytest.fixture()
+def torch_home(tmp_path, monkeypatch):
+    """An empty torchvision cache in a temporary TORCH_HOME.
+
+    Any download attempt goes to a closed local port and fails at once, network or not.
+    """
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path

@@ -91,16 +91,7 @@ def test_first_conv_shapes():
 
 # ---- torchvision's zoo, exercised offline: a planted checkpoint in a temporary TORCH_HOME --
 
-@pytest.fixture()
-def torch_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    # Any download attempt goes to a closed local port and fails at once, network or not.
-    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
-    for var in ("no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
+# torch_home (conftest.py): a temporary TORCH_HOME; downloads go to a closed local port.
 
 def plant(name):
     """Save a random-init checkpoint where torchvision's cache expects ``name``'s weights."""
