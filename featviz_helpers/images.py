@@ -6,6 +6,7 @@ and licence of each), which an installed wheel carries as ``featviz_helpers/data
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,9 @@ MIN_SIDE = 8             # a classifier cannot see anything in fewer pixels
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"load_image takes a photo name (one of {sorted(PHOTOS)}) or the path of "
+                        f"an image file; got {name_or_path!r}.")
     if isinstance(name_or_path, str) and name_or_path in PHOTOS:
         path = DATA_DIR / PHOTOS[name_or_path]
         if not path.is_file():
@@ -74,12 +78,35 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode → 8-bit RGB (transparency composited onto white)."""
+    """Any Pillow mode → 8-bit RGB (transparency composited onto white).
+
+    High bit depths are scaled by their format's full range, never by the image's own
+    values (which would make every pixel's brightness depend on the brightest one): 16-bit
+    by 65535; 32-bit integers ("I") must lie in 0..65535 (how Pillow reads 16-bit data in
+    some formats) and floats ("F") in [0, 1], else the image is refused, as there is no
+    standard range to map them from.
+    """
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # High bit depth: Pillow's own convert() would clip at 255, so rescale first.
         a = np.asarray(img, dtype=np.float64)
-        top = 1.0 if img.mode == "F" and a.max() <= 1.0 else (255.0 if a.max() <= 255 else 65535.0)
-        a = np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8)
+        if img.mode == "F":
+            top = 1.0
+            if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+                raise ValueError(
+                    f"This floating-point image has values in [{a.min():g}, {a.max():g}]; "
+                    "float images must hold brightness in [0, 1]. Rescale it first, e.g. "
+                    "Image.fromarray((a / a.max()).astype('float32'))."
+                )
+        else:
+            top = 65535.0
+            if a.min() < 0 or a.max() > top:
+                raise ValueError(
+                    f"This {img.mode!r}-mode (32-bit integer) image has values in "
+                    f"[{a.min():g}, {a.max():g}], beyond the 16-bit range 0..65535 that is "
+                    "mapped to black..white; there is no standard brightness scale for it. "
+                    "Convert it to 8 or 16 bits first, choosing the range you want to show."
+                )
+        a = (a / top * 255.0).round().astype(np.uint8)
         img = Image.fromarray(a, mode="L")
     if img.mode == "P":
         img = img.convert("RGBA")
@@ -104,6 +131,9 @@ def load_image(name_or_path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"{path} is not an image file Pillow can read.") from e
     except Image.DecompressionBombError as e:
         raise ValueError(f"{path} is too large to open safely ({e}).") from e
+    except (OSError, SyntaxError, ValueError) as e:  # a header cut short or corrupt
+        raise ValueError(f"{path} could not be read as an image: its header is truncated or "
+                         f"corrupt ({e}). Re-save or re-download the file.") from e
     with img:
         w, h = img.size
         if w * h > MAX_PIXELS:
@@ -130,13 +160,14 @@ def _spec(model):
     return spec
 
 
-def _mean_std(spec) -> tuple[torch.Tensor, torch.Tensor]:
+def _mean_std(spec, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The spec's per-channel mean and std, shaped (1,3,1,1) to broadcast over a batch."""
-    return (torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1))
+    return (torch.tensor(spec.mean, device=device).view(1, 3, 1, 1),
+            torch.tensor(spec.std, device=device).view(1, 3, 1, 1))
 
 
 def _normalise(x: torch.Tensor, spec) -> torch.Tensor:
-    mean, std = _mean_std(spec)
+    mean, std = _mean_std(spec, x.device)    # on the batch's own device
     return (x - mean) / std
 
 
@@ -168,12 +199,25 @@ def preprocess(images, model) -> torch.Tensor:
                 f"A tensor batch must be float (B,3,H,W) in [0,1]; got {tuple(images.shape)} "
                 f"{images.dtype}."
             )
+        if images.numel() == 0:
+            raise ValueError(f"The tensor batch {tuple(images.shape)} is empty; pass at least "
+                             "one image of at least one pixel.")
+        # NaN first: it passes the range test below (every comparison with NaN is False).
+        if not torch.isfinite(images).all():
+            raise ValueError("The tensor batch holds NaN or infinite values; pass pixels in "
+                             "[0,1] (torch.isnan(batch).nonzero() shows where the NaN are).")
         if images.min() < 0 or images.max() > 1:
             raise ValueError("A tensor batch must hold pixels in [0,1]; normalise nothing first.")
         return _normalise(images.float(), spec)
-    images = list(images)
-    if not images or not all(isinstance(im, Image.Image) for im in images):
+    images = list(images) if isinstance(images, Iterable) else None
+    if images is None or not all(isinstance(im, Image.Image) for im in images):
         raise TypeError("preprocess() takes a PIL image, a list of PIL images, or a tensor batch.")
+    if not images:
+        raise ValueError("preprocess() got an empty list: pass at least one image.")
+    for im in images:
+        if min(im.size) < 1:
+            raise ValueError(f"An image of {im.size[0]}×{im.size[1]} pixels has nothing to show; "
+                             "every image needs at least one pixel per side.")
     batch = torch.stack([_pil_to_tensor(_to_rgb(im), spec) for im in images])
     return _normalise(batch, spec)
 
