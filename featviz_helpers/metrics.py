@@ -40,11 +40,27 @@ __all__ = [
 ]
 
 
+def _finite(maps: torch.Tensor) -> torch.Tensor:
+    """Refuse maps with NaN or inf: no metric can rank them, and scoring them anyway would
+    quietly give chance-level numbers."""
+    if not torch.isfinite(maps).all():
+        raise ValueError("The maps hold NaN or infinite values (often from a NaN input, or a "
+                         "0/0 in a normalisation), so they cannot be scored. Find where the NaN "
+                         "comes from: torch.isnan(maps).nonzero() shows where it is.")
+    return maps
+
+
+def _check_threshold(threshold) -> None:
+    if not 0 < threshold < 1:   # written so that NaN fails too
+        raise ValueError(f"threshold is a fraction of each map's maximum, strictly between 0 "
+                         f"and 1 (the CAM paper uses 0.2); got {threshold!r}.")
+
+
 def _maps_and_masks(maps, masks):
     masks = torch.as_tensor(masks).bool().cpu()
     if masks.dim() != 3:
         raise ValueError(f"masks must be (B,H,W); got {tuple(masks.shape)}.")
-    maps = upsample(maps, masks.shape[-2:])
+    maps = _finite(upsample(maps, masks.shape[-2:]))
     if maps.shape[0] != masks.shape[0]:
         raise ValueError(f"{maps.shape[0]} maps but {masks.shape[0]} masks.")
     if not masks.flatten(1).any(1).all():
@@ -103,7 +119,8 @@ def cam_boxes(maps, size: tuple[int, int], threshold: float = 0.2) -> torch.Tens
     Upsample to ``size``, keep pixels ≥ ``threshold`` × the map's maximum, take the bounding
     box of the largest connected component. Coordinates are inclusive pixel indices.
     """
-    maps = upsample(maps, size)
+    _check_threshold(threshold)
+    maps = _finite(upsample(maps, size))
     top = maps.flatten(1).max(1).values.view(-1, 1, 1)
     fg = torch.where(top > 0, maps >= threshold * top, maps >= top)
     component = _largest_component(fg)
@@ -121,6 +138,7 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def box_iou(maps, masks, threshold: float = 0.2) -> torch.Tensor:
     """IoU between the map's :func:`cam_boxes` box and the mask's bounding box: (B,)."""
+    _check_threshold(threshold)
     maps, masks = _maps_and_masks(maps, masks)
     predicted = cam_boxes(maps, masks.shape[-2:], threshold)
     truth = torch.stack([_box(m) for m in masks])
@@ -150,14 +168,23 @@ def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
 
 @torch.no_grad()
 def _probability_curve(model, x, maps, target, steps, baseline, insert):
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a preprocessed batch (B,C,H,W) of at least one image; got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps is the number of equal slices of pixels to delete or insert, "
+                         f"a positive int (default 20); got {steps!r}.")
     B, _, H, W = x.shape
+    maps = _finite(upsample(maps, (H, W)))
+    if maps.shape[0] != B:
+        raise ValueError(f"{maps.shape[0]} maps for {B} images: pass one map per image of x.")
     t = as_targets(target, B, model(x[:1]).shape[1]).to(x.device)
     start = _baseline(x, baseline)
-    order = upsample(maps, (H, W)).flatten(1).argsort(1, descending=True)  # most important first
+    order = maps.flatten(1).argsort(1, descending=True)  # most important first
     curve = []
     for k in range(steps + 1):
         n = round(k * H * W / steps)
-        chosen = torch.zeros(B, H * W, dtype=torch.bool)
+        chosen = torch.zeros(B, H * W, dtype=torch.bool, device=order.device)
         chosen.scatter_(1, order[:, :n], True)
         chosen = chosen.view(B, 1, H, W).to(x.device)
         # Deletion: the chosen pixels become baseline. Insertion: only they come from x.
@@ -221,7 +248,7 @@ def spearman(a, b, absolute: bool = False) -> torch.Tensor:
     """
     size_a, size_b = tuple(torch.as_tensor(a).shape[-2:]), tuple(torch.as_tensor(b).shape[-2:])
     size = max(size_a, size_b, key=lambda s: s[0] * s[1])
-    a, b = upsample(a, size), upsample(b, size)
+    a, b = _finite(upsample(a, size)), _finite(upsample(b, size))
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"{a.shape[0]} maps vs {b.shape[0]} maps.")
     if absolute:

@@ -48,6 +48,12 @@ def _as_batch(maps) -> torch.Tensor:
     return t
 
 
+def _check_percentile(clip_percentile) -> None:
+    if not 0 < clip_percentile <= 100:   # written so that NaN fails too
+        raise ValueError(f"clip_percentile is a percentile in (0, 100] (100 clips nothing, 99 "
+                         f"clips the top 1% of values); got {clip_percentile!r}.")
+
+
 def upsample(maps, size: tuple[int, int]) -> torch.Tensor:
     """Raw maps (B,h,w) → (B,H,W) by bilinear interpolation; values are not rescaled."""
     t = _as_batch(maps)
@@ -58,6 +64,7 @@ def upsample(maps, size: tuple[int, int]) -> torch.Tensor:
 
 def normalize(maps, clip_percentile: float = 100.0, eps: float = EPS) -> torch.Tensor:
     """Per-image min–max to [0,1], after clipping values above ``clip_percentile``: (B,h,w)."""
+    _check_percentile(clip_percentile)
     t = _as_batch(maps)
     flat = t.flatten(1)
     if clip_percentile < 100:
@@ -99,7 +106,12 @@ def normalize_filters(weights, symmetric: bool = False) -> torch.Tensor:
 def filter_grid(tiles, ncols: int | None = None, pad: int = 1) -> np.ndarray:
     """Tiles (N,C,k,k) already in [0,1] (C = 3 or 1) → one (H,W,C) mosaic on white."""
     t = torch.as_tensor(tiles).detach().float().cpu()
+    if t.dim() != 4 or t.shape[1] not in (1, 3):
+        raise ValueError(f"tiles must be (N,C,k,k) with C = 3 (colour) or 1 (grey); got "
+                         f"{tuple(t.shape)}.")
     n, c, kh, kw = t.shape
+    if n == 0:
+        raise ValueError("filter_grid got no tiles (N = 0): there is nothing to draw.")
     ncols = ncols or math.ceil(math.sqrt(n))
     nrows = math.ceil(n / ncols)
     grid = np.ones((nrows * (kh + pad) + pad, ncols * (kw + pad) + pad, c), dtype=np.float32)
@@ -156,6 +168,7 @@ def gradient_image(grads, clip_percentile: float = 99.5) -> np.ndarray:
     divide each image by its ``clip_percentile`` of |value| (clipping beyond), then map
     [-1, 1] to [0, 1]. Colour then shows which channel pushes the score which way.
     """
+    _check_percentile(clip_percentile)
     g = torch.as_tensor(grads).detach().float().cpu()
     if g.dim() == 3:
         g = g[None]
