@@ -135,11 +135,12 @@ def _check_ran(cap: LayerCapture, name: str, model: nn.Module) -> None:
             "scores; model.named_modules() lists them."
         )
     if runs > 1:
-        parent = name.rpartition(".")[0] or "a layer that runs once"
+        parent = name.rpartition(".")[0]
+        example = f", e.g. the enclosing {parent!r}" if parent else ""
         raise ValueError(
             f"Layer {name!r} runs {runs} times in one forward pass (one module used in several "
             "places, like the ReLU of a torchvision ResNet block), so which of its outputs to "
-            f"explain is ambiguous. Pick a layer that runs once, e.g. {parent!r}."
+            f"explain is ambiguous. Pick a layer that runs once{example}."
         )
 
 
