@@ -57,7 +57,7 @@ def _check_threshold(threshold) -> None:
 
 
 def _maps_and_masks(maps, masks):
-    masks = torch.as_tensor(masks).bool().cpu()
+    masks = torch.as_tensor(masks, device="cpu").bool()     # scored on the host, like the maps
     if masks.dim() != 3:
         raise ValueError(f"masks must be (B,H,W); got {tuple(masks.shape)}.")
     maps = _finite(upsample(maps, masks.shape[-2:]))
@@ -275,7 +275,7 @@ def localisation_table(maps_by_name: dict, masks) -> dict[str, dict[str, float]]
     """
     masks = torch.as_tensor(masks)
     rows = dict(maps_by_name)
-    rows["chance (constant map)"] = torch.ones(masks.shape[0], 8, 8)
+    rows["chance (constant map)"] = torch.ones(masks.shape[0], 8, 8, device="cpu")
     return {name: {metric: fn(maps, masks).mean().item()
                    for metric, fn in LOCALISATION_METRICS.items()}
             for name, maps in rows.items()}

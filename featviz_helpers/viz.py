@@ -39,8 +39,9 @@ EPS = 1e-8
 
 
 def _as_batch(maps) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps)
-    t = t.detach().float().cpu()
+    # Display works on the host: say so, rather than copy via the default device.
+    t = torch.as_tensor(maps if isinstance(maps, torch.Tensor) else np.asarray(maps), device="cpu")
+    t = t.detach().float()
     if t.dim() == 2:
         t = t[None]
     if t.dim() != 3:
@@ -90,7 +91,7 @@ def normalize_filters(weights, symmetric: bool = False) -> torch.Tensor:
     Min–max per filter by default. ``symmetric=True`` maps [-a, a] to [0,1] with
     a = max |w| of the filter, so zero is mid-grey and sign stays visible.
     """
-    w = torch.as_tensor(weights).detach().float().cpu()
+    w = torch.as_tensor(weights, device="cpu").detach().float()
     if w.dim() != 4:
         raise ValueError(f"filters must be (C_out, C_in, k, k); got {tuple(w.shape)}.")
     flat = w.flatten(1)
@@ -105,7 +106,7 @@ def normalize_filters(weights, symmetric: bool = False) -> torch.Tensor:
 
 def filter_grid(tiles, ncols: int | None = None, pad: int = 1) -> np.ndarray:
     """Tiles (N,C,k,k) already in [0,1] (C = 3 or 1) → one (H,W,C) mosaic on white."""
-    t = torch.as_tensor(tiles).detach().float().cpu()
+    t = torch.as_tensor(tiles, device="cpu").detach().float()
     if t.dim() != 4 or t.shape[1] not in (1, 3):
         raise ValueError(f"tiles must be (N,C,k,k) with C = 3 (colour) or 1 (grey); got "
                          f"{tuple(t.shape)}.")
@@ -169,7 +170,7 @@ def gradient_image(grads, clip_percentile: float = 99.5) -> np.ndarray:
     [-1, 1] to [0, 1]. Colour then shows which channel pushes the score which way.
     """
     _check_percentile(clip_percentile)
-    g = torch.as_tensor(grads).detach().float().cpu()
+    g = torch.as_tensor(grads, device="cpu").detach().float()
     if g.dim() == 3:
         g = g[None]
     if g.dim() != 4 or g.shape[1] != 3:
