@@ -1,0 +1,108 @@
+"""The methods follow the model's device: nothing is created on a fixed one.
+
+Without an accelerator two checks stand in for one:
+* the default device set to ``meta`` (``with torch.device("meta")``) while model and batch are
+  on the CPU: a tensor made without naming its device would land on meta and clash with the
+  CPU ones, so the results must equal a plain run;
+* model and batch on the meta device: every result is a meta tensor of the right shape (a CPU
+  tensor built on the way would clash with them).
+On CUDA and MPS, when present, every method runs there and matches the CPU answer.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from featviz_helpers import checks, images, methods, metrics, models
+
+from state_helpers import unchanged
+
+X = torch.rand(2, 3, 64, 64)
+T = torch.tensor([1, 4])
+MAPS = torch.rand(2, 8, 8)        # for the deletion and insertion metrics
+
+
+def calls(cnn, vit, x):
+    """Every method (and the metrics that run a model), on ``cnn``/``vit`` and batch ``x``."""
+    return {
+        "saliency": lambda: methods.saliency(cnn, x, T),
+        "guided_backprop": lambda: methods.guided_backprop(cnn, x, T),
+        "neuron_guided_backprop": lambda: methods.neuron_guided_backprop(cnn, x, "stage4", 3),
+        "cam": lambda: methods.cam(cnn, x, T),
+        "grad_cam": lambda: methods.grad_cam(cnn, x, [1, 4], "stage4"),
+        "guided_grad_cam": lambda: methods.guided_grad_cam(cnn, x, 2, "stage5"),
+        "vit_attention": lambda: methods.vit_attention(vit, x),
+        "attention_rollout": lambda: methods.attention_rollout(methods.vit_attention(vit, x)),
+        "vit_grad_cam": lambda: methods.vit_grad_cam(vit, x, T),
+        "deletion_auc": lambda: metrics.deletion_auc(cnn, x, MAPS, T, steps=3),
+        "insertion_auc": lambda: metrics.insertion_auc(cnn, x, MAPS, 3, steps=3),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return models.load_model("shapes_cnn"), models.load_model("shapes_vit")
+
+
+NAMES = list(calls(None, None, X))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nothing_is_made_on_the_default_device(trained, name):
+    cnn, vit = trained
+    call = calls(cnn, vit, X)[name]
+    expected = call()
+    with unchanged(cnn, vit):
+        with torch.device("meta"):
+            got = call()
+    assert got.device.type == "cpu"
+    # Equal up to round-off: under any torch-function mode (the device context is one),
+    # nn.MultiheadAttention skips its fused fast path and sums in another order.
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_preprocess_makes_nothing_on_the_default_device(trained):
+    cnn, _ = trained
+    photo = images.load_image("coffee")
+    expected = images.preprocess(photo, cnn)
+    grey, zeros = torch.full((1, 3, 8, 8), 0.5), torch.zeros(1, 3, 8, 8)
+    with torch.device("meta"):
+        assert torch.equal(images.preprocess(photo, cnn), expected)
+        assert torch.equal(images.preprocess(grey, cnn), zeros)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_on_the_meta_device_results_stay_there(name):
+    cnn = models.build_architecture("shapes_cnn").eval().to("meta")
+    vit = models.build_architecture("shapes_vit").eval().to("meta")
+    expected_shape = calls(models.build_architecture("shapes_cnn").eval(),
+                           models.build_architecture("shapes_vit").eval(), X)[name]().shape
+    got = calls(cnn, vit, X.to("meta"))[name]()
+    assert got.device.type == "meta" and got.shape == expected_shape
+
+
+def _accelerators():
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+@pytest.mark.parametrize("name", NAMES)
+def test_methods_on_an_accelerator_match_the_cpu(trained, device, name):
+    if device not in _accelerators():
+        pytest.skip(f"no {device} device here")
+    cnn, vit = trained
+    expected = calls(cnn, vit, X)[name]()
+    cnn_d, vit_d = cnn.to(device), vit.to(device)
+    try:
+        with unchanged(cnn_d, vit_d):
+            got = calls(cnn_d, vit_d, X.to(device))[name]()
+        assert got.device.type == device
+        # Accelerators may use TF32 and other summation orders: compare at the map's scale.
+        assert checks.rel_error(got.cpu(), expected) < 1e-2
+    finally:
+        cnn.to("cpu"), vit.to("cpu")
