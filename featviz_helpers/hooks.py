@@ -144,7 +144,8 @@ class LayerCapture:
     filled in by a backward pass; ``outputs[name]`` is the live output, still in the graph,
     for differentiating a function of a layer (a neuron, say); ``calls[name]`` counts how
     often the layer ran inside the block (a module reused within one forward pass runs
-    more than once, and then only its last call is kept). Use through :func:`capture`.
+    more than once, and then only its last call is kept). Use through :func:`capture`, which
+    also holds the model's lock and restores its state.
     """
 
     def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module],
@@ -245,7 +246,8 @@ RULES = ("standard", "deconvnet", "guided")
 
 
 class _RuleReLU(torch.autograd.Function):
-    """ReLU (``top=None``) or ReLU6 (``top=6``) whose backward follows one of :data:`RULES`.
+    """ReLU (``top=None``) or ReLU6 (``top=6``; any ceiling works) whose backward follows one
+    of :data:`RULES`.
 
     With forward input x and upstream gradient g (Springenberg et al. 2015):
     standard g·1[x>0], deconvnet g·1[g>0], guided g·1[x>0]·1[g>0]. For ReLU6 the forward
@@ -274,6 +276,8 @@ class _RuleReLU(torch.autograd.Function):
 
 # Activations that guided backprop and the deconvnet have no rule for. A network that
 # computes one of these is refused: its "guided" gradient would be partly the plain one.
+# Gates and normalisers (sigmoid, tanh, softmax) and max-pooling are not rectifiers; they
+# pass the ordinary gradient, as in Springenberg et al.
 _UNGUIDED = {
     "gelu": "GELU", "silu": "SiLU (Swish)", "mish": "Mish", "elu": "ELU", "elu_": "ELU",
     "selu": "SELU", "selu_": "SELU", "celu": "CELU", "celu_": "CELU",
