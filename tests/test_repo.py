@@ -91,3 +91,17 @@ def test_readme_commands_work_as_root_and_fetch_every_zoo_model():
     for name in models.TORCHVISION_MODELS:
         if name != "vgg16":               # only its architecture is used (notebook 04, no weights)
             assert f"'{name}'" in one_liner, f"the download one-liner lacks {name}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_metadata_is_what_the_kernel_reports(path):
+    """JupyterLab overwrites kernelspec and language_info with what the kernel reports when a
+    notebook opens, and a difference marks it modified (●) before any edit. The version is
+    the one Python in CI reports (another Python rewrites only that field)."""
+    from ipykernel.ipkernel import IPythonKernel
+    meta = json.loads(path.read_text(encoding="utf-8"))["metadata"]
+    assert meta["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                  "name": "python3"}
+    expected = {k: v for k, v in IPythonKernel.language_info.items() if k != "version"}
+    assert {k: v for k, v in meta["language_info"].items() if k != "version"} == expected
+    assert re.fullmatch(r"3\.\d+\.\d+", meta["language_info"]["version"])
