@@ -111,17 +111,12 @@ def notebook(request, lab):
     server.shutdown_kernels()
 
 
-# Every notebook still has the problem (see the reason); remove this mark once they are fixed:
-# strict, so the test turns red as soon as the notebooks stop being marked modified.
-OPEN_MODIFIED = (
-    "the notebooks' metadata is not what the kernel reports: JupyterLab rewrites kernelspec."
-    "display_name ('Python 3' -> 'Python 3 (ipykernel)') and fills in language_info "
-    "(codemirror_mode, file_extension, mimetype, nbconvert_exporter, pygments_lexer, version) "
-    "from the kernel's info reply, which marks the notebook modified (●) on open")
-
-
-@pytest.mark.xfail(strict=True, reason=OPEN_MODIFIED)
 def test_opening_does_not_mark_it_modified(notebook):
+    """JupyterLab writes the kernel's kernelspec and language_info into the notebook when its
+    kernel starts; when they differ from the stored metadata, the notebook shows as modified
+    (●) before any edit. (The cause of the issue "every notebook shows as modified right after
+    opening": the notebooks stored display_name 'Python 3' and language_info {name: python}
+    only; they now store what ipykernel reports, and tests/test_repo.py keeps it so.)"""
     if notebook.dirty_on_open is None:
         notebook.require_ran()
     if not notebook.dirty_on_open:
@@ -131,8 +126,8 @@ def test_opening_does_not_mark_it_modified(notebook):
                                       for d in diff)
     if version_only:
         pytest.xfail(f"{notebook.name}: only language_info.version differs ({diff[0]}): the "
-                     f"notebook records another Python than this kernel's, which JupyterLab "
-                     f"always rewrites")
+                     f"notebook records another Python than this kernel's (CI's), and "
+                     f"JupyterLab always rewrites it")
     pytest.fail(f"{notebook.name} shows as modified (●) right after opening, before any edit.\n"
                 f"Saving the untouched copy from the browser changes:\n  "
                 + "\n  ".join(diff or ["(nothing in the JSON)"])
