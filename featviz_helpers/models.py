@@ -319,7 +319,10 @@ def _download(url: str, path: str) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "featviz"})
     sha256 = hashlib.sha256()
     try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT) as answer, \
+        # A fresh opener reads the proxy settings of the environment now; urlopen's global
+        # one keeps those of its first use in the process.
+        opener = urllib.request.build_opener()
+        with opener.open(request, timeout=DOWNLOAD_TIMEOUT) as answer, \
                 open(partial, "wb") as f:
             while chunk := answer.read(1 << 20):
                 sha256.update(chunk)
