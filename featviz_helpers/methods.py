@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import operator
 
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from torch import nn
 
 from .hooks import LayerCapture, capture, preserved_state, relu_backward_rule
@@ -22,7 +24,9 @@ from .models import gap_fc_head, layer_name
 
 __all__ = ["as_targets", "class_scores", "saliency", "guided_backprop", "neuron_guided_backprop",
            "cam", "cam_from_features", "grad_cam", "guided_grad_cam", "vit_attention", "attention_rollout",
-           "tokens_to_grid", "vit_grad_cam"]
+           "tokens_to_grid", "vit_grad_cam", "smoothgrad", "integrated_gradients", "occlusion",
+           "ascent_step", "class_visualisation", "fooling_image", "fourier_scale", "fourier_image",
+           "activation_maximisation"]
 
 
 def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
@@ -405,3 +409,343 @@ def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
             f"last block's attention, e.g. {earlier}."
         )
     return _grad_cam_map(tokens_to_grid(activations), tokens_to_grid(gradients))
+
+
+# ------------------------------------------------------------ beyond the lecture: averaging
+
+def _positive_int(value, what: str, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum``; a bool, float or anything else is refused."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an int ≥ {minimum}, got {value!r}.")
+    return value
+
+
+def _target_gradients(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                      batch_size: int) -> torch.Tensor:
+    """∂S_t/∂input for every row of ``inputs`` (N,C,H,W) and its class ``targets`` (N,):
+    forward and input-only backward in chunks of ``batch_size`` images. Call inside
+    :func:`preserved_state` and :func:`_autograd`."""
+    grads = []
+    for rows, t in zip(inputs.split(batch_size), targets.split(batch_size)):
+        rows = rows.detach().requires_grad_(True)
+        scores = model(rows).gather(1, t[:, None])[:, 0]
+        grads.append(torch.autograd.grad(scores.sum(), rows)[0])
+    return torch.cat(grads)
+
+
+def _model_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """``target`` checked against the number of classes ``model`` gives ``x``: (B,) on x's device."""
+    with torch.no_grad():
+        num_classes = model(x[:1]).shape[1]
+    return as_targets(target, x.shape[0], num_classes).to(x.device)
+
+
+@library_copy
+def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 25,
+               noise: float = 0.15, seed: int = 0, batch_size: int = 16) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017): (B,3,H,W) → (B,3,H,W), the mean gradient of each
+    image's target logit over ``samples`` noisy copies of the image.
+
+    The noise is Gaussian with σ = ``noise`` × (max − min of that image), drawn as
+    ``torch.randn((samples, B, C, H, W), generator=torch.Generator().manual_seed(seed))``
+    on the CPU, so a seed gives the same maps on every device. Display it like guided
+    backprop, or as a saliency map with :func:`viz.channel_max`. Costs ``samples``
+    forwards and input-only backwards.
+    """
+    samples = _positive_int(samples, "samples (the number of noisy copies)")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
+        raise ValueError(f"noise is σ as a fraction of each image's range, a number ≥ 0 "
+                         f"(Smilkov et al. use 0.1–0.2); got {noise!r}.")
+    with preserved_state(model), _autograd():
+        x = _input(model, x)
+        t = _model_targets(model, x, target)
+        B = x.shape[0]
+        span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, B, 1, 1, 1)
+        eps = torch.randn((samples, *x.shape), generator=torch.Generator().manual_seed(seed))
+        noisy = x[None] + noise * span * eps.to(device=x.device, dtype=x.dtype)
+        grads = _target_gradients(model, noisy.flatten(0, 1), t.repeat(samples), batch_size)
+    return grads.view(samples, *x.shape).mean(0)
+
+
+@library_copy
+def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=None,
+                         steps: int = 32, batch_size: int = 16) -> torch.Tensor:
+    """Integrated Gradients (Sundararajan, Taly & Yan 2017): (B,3,H,W) → (B,3,H,W).
+
+    IG_i = (x_i − x'_i) · (1/m) Σ_{k=1..m} ∂S_c/∂x_i at x' + (k/m)(x − x'): the paper's
+    Riemann sum with m = ``steps``. The baseline x' defaults to zeros, which after
+    normalisation is the dataset's mean colour; a tensor broadcastable to ``x`` is used as
+    given. Completeness: Σ_i IG_i → S_c(x) − S_c(x') as m grows (error O(1/m)).
+    """
+    steps = _positive_int(steps, "steps (the number of points on the path)")
+    batch_size = _positive_int(batch_size, "batch_size")
+    with preserved_state(model), _autograd():
+        x = _input(model, x)
+        t = _model_targets(model, x, target)
+        start = (torch.zeros_like(x) if baseline is None
+                 else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x))
+        alphas = torch.arange(1, steps + 1, dtype=x.dtype, device=x.device) / steps
+        path = start[None] + alphas.view(-1, 1, 1, 1, 1) * (x - start)[None]  # (m,B,C,H,W)
+        grads = _target_gradients(model, path.flatten(0, 1), t.repeat(steps), batch_size)
+    return (x - start) * grads.view(steps, *x.shape).mean(0)
+
+
+# ------------------------------------------------------------ beyond the lecture: perturbation
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Top-left corners along one side: every ``stride`` pixels, plus one flush with the
+    far edge, so every pixel is covered by at least one window."""
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+@library_copy
+def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, stride: int = 16,
+              fill: float = 0.0, batch_size: int = 64) -> torch.Tensor:
+    """Occlusion sensitivity (Zeiler & Fergus 2014): (B,3,H,W) → (B,H,W).
+
+    A ``window``×``window`` square of value ``fill`` (0 = the mean colour after
+    normalisation) slides over the image with ``stride``; each position costs one forward
+    pass. The drop of the target class's *probability*, p(x) − p(x with the square), is
+    credited to every pixel under the square, and each pixel gets the mean over the windows
+    that cover it. Positive: hiding the pixel hurts the class. No gradients at all.
+    """
+    window = _positive_int(window, "window (the side of the square, in pixels)")
+    stride = _positive_int(stride, "stride (pixels between window positions)")
+    batch_size = _positive_int(batch_size, "batch_size")
+    x = _input(model, x, for_gradient=False)
+    B, _, H, W = x.shape
+    if window > min(H, W):
+        raise ValueError(f"window {window} is larger than the {H}×{W} image; use at most "
+                         f"{min(H, W)}.")
+    corners = [(i, j) for i in _window_starts(H, window, stride)
+               for j in _window_starts(W, window, stride)]
+    masks = torch.zeros(len(corners), 1, H, W, dtype=torch.bool, device=x.device)
+    for n, (i, j) in enumerate(corners):
+        masks[n, :, i:i + window, j:j + window] = True
+    with preserved_state(model), torch.no_grad():
+        logits = model(x)
+        t = as_targets(target, B, logits.shape[1]).to(x.device)
+        p = logits.softmax(1).gather(1, t[:, None])                       # (B, 1)
+        drops = []
+        for chunk in masks.split(max(1, batch_size // B)):
+            hidden = torch.where(chunk[:, None], torch.as_tensor(fill, dtype=x.dtype,
+                                                                 device=x.device), x[None])
+            q = model(hidden.flatten(0, 1)).softmax(1).view(len(chunk), B, -1)
+            drops.append(p[None, :, 0] - q.gather(2, t.view(1, B, 1).expand(len(chunk), B, 1))[..., 0])
+        drops = torch.cat(drops)                                          # (P, B)
+    credit = torch.einsum("pb,phw->bhw", drops, masks[:, 0].to(x.dtype))
+    return credit / masks[:, 0].sum(0).to(x.dtype)
+
+
+# --------------------------------------------------------- beyond the lecture: optimised images
+
+def _pixel_range(model: nn.Module, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised values of pixels 0 and 1 for ``model``'s input, each (1,3,1,1)."""
+    spec = getattr(model, "input_spec", None)
+    if spec is None:
+        raise ValueError("This model has no `input_spec`, so the valid pixel range is unknown; "
+                         "load it with featviz_helpers.models.load_model().")
+    mean = torch.tensor(spec.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device, dtype=dtype).view(1, 3, 1, 1)
+    return -mean / std, (1 - mean) / std
+
+
+@library_copy
+def ascent_step(model: nn.Module, img: torch.Tensor, target, lr: float,
+                l2: float) -> torch.Tensor:
+    """One step of gradient ascent on S_c(I) − λ‖I‖² (Simonyan et al. 2014, §2):
+    I ← I + lr · (∂S_c/∂I − 2λ I), for each image's own target class. (B,3,H,W) → same."""
+    with preserved_state(model), _autograd():
+        img = _input(model, img)
+        t = _model_targets(model, img, target)
+        grad = _target_gradients(model, img, t, img.shape[0])
+    return img + lr * (grad - 2 * l2 * img)
+
+
+@library_copy
+def class_visualisation(model: nn.Module, target, size: int = 128, steps: int = 60,
+                        lr: float = 1.0, l2: float = 1e-2, jitter: int = 8,
+                        blur_every: int = 10, blur_sigma: float = 0.5, seed: int = 0,
+                        callback=None) -> torch.Tensor:
+    """Class model visualisation (Simonyan et al. 2014, §2) with the regularisers of
+    Yosinski et al. 2015: an image (B,3,size,size), normalised like the model's input, that
+    each target class's logit rates highly. ``target`` has one class per image to make.
+
+    From a blank image (zeros: the mean colour), ``steps`` times: shift the image by a random
+    offset of up to ``jitter`` pixels, take an :func:`ascent_step`, shift back; clamp to valid
+    pixels; every ``blur_every`` steps blur with σ = ``blur_sigma`` pixels. The offsets come
+    from ``torch.Generator().manual_seed(seed)``. ``callback(step, image)``, if given, is
+    called after every step (step 1..steps) with the current image, e.g. to keep frames.
+    """
+    size = _positive_int(size, "size (pixels)")
+    steps = _positive_int(steps, "steps", minimum=0)
+    jitter = _positive_int(jitter, "jitter (pixels)", minimum=0)
+    blur_every = _positive_int(blur_every, "blur_every (steps; 0 = never)", minimum=0)
+    ref = _model_tensor(model)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    low, high = _pixel_range(model, device, dtype)
+    with preserved_state(model), torch.no_grad():
+        num_classes = model(torch.zeros(1, 3, size, size, device=device, dtype=dtype)).shape[1]
+    count = 1 if isinstance(target, int) else torch.as_tensor(target).reshape(-1).shape[0]
+    t = as_targets(target, count, num_classes)
+    img = torch.zeros(len(t), 3, size, size, device=device, dtype=dtype)
+    rng = torch.Generator().manual_seed(seed)
+    kernel = 2 * math.ceil(3 * blur_sigma) + 1 if blur_sigma > 0 else 0
+    for step in range(1, steps + 1):
+        dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=rng).tolist()
+                  if jitter else (0, 0))
+        shifted = img.roll((dy, dx), dims=(2, 3))
+        img = ascent_step(model, shifted, t, lr, l2).roll((-dy, -dx), dims=(2, 3))
+        img = torch.maximum(torch.minimum(img, high), low)
+        if blur_every and kernel and step % blur_every == 0:
+            img = TF.gaussian_blur(img, [kernel, kernel], [blur_sigma, blur_sigma])
+        if callback is not None:
+            callback(step, img.detach().clone())
+    return img.detach()
+
+
+@library_copy
+def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 0.5,
+                  max_steps: int = 100) -> torch.Tensor:
+    """A fooling image (Szegedy et al. 2014): (B,3,H,W) → (B,3,H,W), each image changed by
+    the fewest normalised gradient steps after which the model's top-1 class is its target.
+
+    Step: x ← x + lr · g / ‖g‖₂ with g = ∂S_target/∂x (the whole image's L2 norm). An image
+    stops changing as soon as its top-1 is the target (an image already there is returned
+    unchanged). Raises if some image is not fooled within ``max_steps``.
+    """
+    max_steps = _positive_int(max_steps, "max_steps", minimum=0)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr is the L2 length of each step, a number > 0; got {lr!r}.")
+    with preserved_state(model), _autograd():
+        x = _input(model, x)
+        t = _model_targets(model, x, target)
+        for _ in range(max_steps + 1):
+            with torch.no_grad():
+                todo = model(x).argmax(1) != t
+            if not todo.any():
+                return x.detach()
+            if _ == max_steps:
+                break
+            g = _target_gradients(model, x[todo], t[todo], int(todo.sum()))
+            step = lr * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            x = x.detach().clone()
+            x[todo] += step
+    raise ValueError(f"{int(todo.sum())} image(s) still not classified as their target after "
+                     f"{max_steps} steps of length {lr}; raise max_steps or lr.")
+
+
+# ----------------------------------------------------- beyond the lecture: activation maximisation
+
+# Olah et al.'s (2017, Lucid) square root of ImageNet's colour covariance, from an SVD: a
+# picture is optimised in these decorrelated colour coordinates, then mapped to RGB.
+COLOR_CORRELATION_SQRT = torch.tensor([[0.26, 0.09, 0.02],
+                                       [0.27, 0.00, -0.05],
+                                       [0.27, -0.09, 0.03]])
+
+
+def fourier_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
+    """1 / max(|f|, 1/max(h,w))^decay for the rfft2 frequencies of an h×w image: (h, w//2+1).
+
+    Scaling a white spectrum by it gives natural-image-like 1/f noise; optimising the
+    spectrum then moves all frequencies at the same speed (Olah et al. 2017)."""
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.rfftfreq(w)[None, :]
+    freqs = (fy ** 2 + fx ** 2).sqrt()
+    return 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay
+
+
+@library_copy
+def fourier_image(spectrum: torch.Tensor, h: int, w: int, decay: float = 1.0) -> torch.Tensor:
+    """A picture from its parameters in Fourier space: (B,3,h,w//2+1) complex → (B,3,h,w)
+    pixels in [0,1].
+
+    image = sigmoid(C · irfft2(spectrum · fourier_scale(h, w, decay)) / 4), with the
+    orthonormal inverse FFT (``norm="ortho"``), the 1/4 of Lucid, and C the colour
+    decorrelation matrix :data:`COLOR_CORRELATION_SQRT` scaled so its largest column has
+    norm 1 (C mixes the three channels at every pixel).
+    """
+    if not torch.is_complex(spectrum) or spectrum.dim() != 4 or spectrum.shape[1] != 3:
+        raise ValueError(f"spectrum must be complex (B,3,h,w//2+1); got {spectrum.dtype} "
+                         f"{tuple(spectrum.shape)}.")
+    if spectrum.shape[-2:] != (h, w // 2 + 1):
+        raise ValueError(f"spectrum of {tuple(spectrum.shape[-2:])} does not describe an "
+                         f"{h}×{w} image: expected ({h}, {w // 2 + 1}).")
+    scale = fourier_scale(h, w, decay).to(spectrum.device)
+    decorrelated = torch.fft.irfft2(spectrum * scale, s=(h, w), norm="ortho") / 4  # (B,3,h,w)
+    c = COLOR_CORRELATION_SQRT.to(decorrelated.device, decorrelated.dtype)
+    c = c / c.norm(dim=0).max()
+    return torch.sigmoid(torch.einsum("ij,bjhw->bihw", c, decorrelated))
+
+
+def _robust_transform(img: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Olah et al.'s transformation robustness, one random draw: pad, jitter, scale,
+    rotate, jitter. (B,3,H,W) → (B,3,H',W')."""
+    img = F.pad(img, (12, 12, 12, 12), mode="constant", value=0.5)
+    dy, dx = torch.randint(-8, 9, (2,), generator=rng).tolist()
+    img = img.roll((dy, dx), dims=(2, 3))
+    scale = 1 + (int(torch.randint(0, 11, (1,), generator=rng)) - 5) / 50
+    angle = float(torch.randint(-10, 11, (1,), generator=rng))
+    img = TF.affine(img, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
+                    interpolation=TF.InterpolationMode.BILINEAR)
+    dy, dx = torch.randint(-4, 5, (2,), generator=rng).tolist()
+    return img.roll((dy, dx), dims=(2, 3))
+
+
+@library_copy
+def activation_maximisation(model: nn.Module, layer, channel: int, size: int = 64,
+                            steps: int = 128, lr: float = 0.05, seed: int = 0,
+                            callback=None) -> torch.Tensor:
+    """What a channel wants to see (Olah, Mordvintsev & Schubert 2017, *Feature
+    Visualization*): a picture (3,size,size) in [0,1] maximising the mean activation of
+    ``channel`` at ``layer``.
+
+    The picture is :func:`fourier_image` of a spectrum (seeded from ``seed``) that Adam
+    optimises, and each step the model sees it through a random :func:`_robust_transform`
+    (pad, jitter, scale, rotate), so that the picture cannot exploit exact pixels.
+    ``callback(step, picture)`` is called after every step.
+    """
+    channel = _channel_index(channel)
+    size = _positive_int(size, "size (pixels)")
+    steps = _positive_int(steps, "steps", minimum=0)
+    name = layer_name(model, layer)
+    ref = _model_tensor(model)
+    device = ref.device if ref is not None else torch.device("cpu")
+    rng = torch.Generator().manual_seed(seed)
+    spectrum = (torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng) * 0.01).to(device)
+    spectrum.requires_grad_(True)
+    optimiser = torch.optim.Adam([spectrum], lr=lr)
+    spec = _spec_of(model)
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    with capture(model, name) as cap, _autograd():
+        for step in range(steps + 1):
+            picture = fourier_image(torch.view_as_complex(spectrum), size, size)
+            if step == steps:
+                break
+            cap.calls[name] = 0
+            model((_robust_transform(picture, rng) - mean) / std)
+            _check_ran(cap, name, model)
+            out = cap.outputs[name]
+            if out.dim() != 4 or not 0 <= channel < out.shape[1]:
+                raise ValueError(f"channel {channel} out of range for {name!r} with output "
+                                 f"{tuple(out.shape)}.")
+            optimiser.zero_grad()
+            (-out[:, channel].mean()).backward()
+            optimiser.step()
+            if callback is not None:
+                callback(step + 1, picture.detach()[0].clone())
+    return picture.detach()[0]
+
+
+def _spec_of(model: nn.Module):
+    spec = getattr(model, "input_spec", None)
+    if spec is None:
+        raise ValueError("This model has no `input_spec`, so its input normalisation is "
+                         "unknown; load it with featviz_helpers.models.load_model().")
+    return spec
