@@ -50,6 +50,18 @@ __all__ = [
     "hidden_check_vit_attention",
     "check_rollout",
     "hidden_check_rollout",
+    "check_smoothgrad",
+    "hidden_check_smoothgrad",
+    "check_integrated_gradients",
+    "hidden_check_integrated_gradients",
+    "check_ascent_step",
+    "hidden_check_ascent_step",
+    "check_fooling_image",
+    "hidden_check_fooling_image",
+    "check_fourier_image",
+    "hidden_check_fourier_image",
+    "check_occlusion",
+    "hidden_check_occlusion",
 ]
 
 
@@ -801,3 +813,320 @@ def hidden_check_rollout(fn) -> None:
                          fn, [attn, fusion], methods.attention_rollout(attn, fusion), tol=1e-5,
                          hint=hint)
     _passed("hidden tests of attention rollout.")
+
+
+# ------------------------------------------------ beyond the lecture: one pattern for all
+
+def _verdict(what: str, got: torch.Tensor, expected: torch.Tensor, diagnoses, hint: str,
+             tol: float = 1e-4) -> None:
+    """Pass if ``got`` matches ``expected``; else name the first recognised mistake among
+    ``diagnoses`` [(what that mistake computes, message)], or give ``hint``. ``diagnoses``
+    may be a function returning that list: it is then only computed when needed."""
+    if got.shape != expected.shape:
+        raise CheckError(f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}. "
+                         f"{hint}")
+    err = rel_error(got, expected)
+    if err <= tol:
+        _passed(f"{what} matches the library copy (relative error {err:.1e}).")
+        return
+    for candidate, message in (diagnoses() if callable(diagnoses) else diagnoses):
+        if candidate.shape == got.shape and rel_error(got, candidate) <= tol:
+            raise CheckError(f"{what}: {message}")
+    raise CheckError(f"{what} differs from the library copy: relative error {err:.2e}. {hint}")
+
+
+def _small_resnet_case(seed: int):
+    """A random-weight ResNet-18 (in-place ReLUs, BatchNorm) with two 64 px inputs."""
+    return (_random_resnet18(),
+            torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)),
+            torch.tensor([3, 7]))
+
+
+def _checked_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
+    """``target`` as one class index per image of ``x``, checked against ``model``: (B,)."""
+    with preserved_state(model):
+        return methods._model_targets(model, x, target)
+
+
+def _target_grads(model, x, t) -> torch.Tensor:
+    """∂S_t/∂x per image, the model in eval mode and frozen: (B,C,H,W)."""
+    with preserved_state(model), torch.enable_grad():
+        return _grad_of(model, x, lambda out: out.gather(1, t[:, None])[:, 0])
+
+
+# ---------------------------------------------------------- notebook 02: SmoothGrad and IG
+
+_SMOOTHGRAD_HINT = ("σ = noise · (max − min of each image); ε = torch.randn((samples, *x.shape), "
+                    "generator=torch.Generator().manual_seed(seed)); average the raw gradients "
+                    "of each image's own target logit over the samples, in eval mode.")
+
+
+def _smoothgrad_mistakes(model, x, t, samples, noise, seed):
+    eps = torch.randn((samples, *x.shape), generator=torch.Generator().manual_seed(seed))
+    span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(-1, 1, 1, 1)
+    grads = torch.stack([_target_grads(model, x + noise * span * e, t) for e in eps])
+    unscaled = torch.stack([_target_grads(model, x + noise * e, t) for e in eps])
+    return [
+        (grads.abs().mean(0), "you averaged |gradient|; SmoothGrad averages the raw gradients "
+                              "(take |·| only to display)."),
+        (grads.sum(0), "you summed over the samples; SmoothGrad is their mean."),
+        (unscaled.mean(0), "your noise is not scaled by the image's range: σ = noise · (max − "
+                           "min) of each image."),
+    ]
+
+
+def check_smoothgrad(fn, model: nn.Module, x: torch.Tensor, target, samples: int = 8,
+                     noise: float = 0.15, seed: int = 0) -> None:
+    """``fn(model, x, target, samples, noise, seed)`` → (B,3,H,W), against ``methods.smoothgrad``."""
+    t = _checked_targets(model, x, target)
+    got = _tensor("your SmoothGrad", _run("your SmoothGrad", fn,
+                                           [model, x, t, samples, noise, seed]))
+    expected = methods.smoothgrad(model, x, t, samples=samples, noise=noise, seed=seed)
+    _verdict("SmoothGrad", got, expected,
+             lambda: _smoothgrad_mistakes(model, x, t, samples, noise, seed), _SMOOTHGRAD_HINT)
+
+
+def hidden_check_smoothgrad(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: mixed non-top-1 targets; another seed and noise; train-mode ResNet-18."""
+    x = x[:2]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than the top-1, mixed, seed 3, noise 0.2", fn,
+                 [model, x, t, 4, 0.2, 3], methods.smoothgrad(model, x, t, 4, 0.2, 3),
+                 hint=_SMOOTHGRAD_HINT)
+    resnet, xr, tr = _small_resnet_case(21)
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xr, tr, 5, 0.1, 1], methods.smoothgrad(resnet, xr, tr, 5, 0.1, 1),
+                 train=True, hint=_SMOOTHGRAD_HINT)
+    _passed("hidden tests of SmoothGrad.")
+
+
+_IG_HINT = ("IG = (x − x') · mean over k = 1..m of ∂S_c/∂x at x' + (k/m)(x − x'): the "
+            "paper's right Riemann sum, each image's own target logit, eval mode.")
+
+
+def _ig_mistakes(model, x, t, baseline, steps):
+    d = x - baseline
+    grads = lambda alphas: torch.stack([_target_grads(model, baseline + a * d, t) for a in alphas])
+    right = grads([k / steps for k in range(1, steps + 1)])
+    left = grads([k / steps for k in range(steps)])
+    return [
+        (right.mean(0), "you left out the factor (x − x'): IG multiplies the averaged gradient "
+                        "by the difference from the baseline."),
+        (d * right.sum(0), "you summed the gradients; the integral is their *mean* (Δα = 1/m)."),
+        (d * left.mean(0), "your points are α = 0, 1/m, …, (m−1)/m (a left sum); the paper's "
+                           "sum uses α = 1/m, 2/m, …, 1."),
+    ]
+
+
+def check_integrated_gradients(fn, model: nn.Module, x: torch.Tensor, target,
+                               steps: int = 8) -> None:
+    """``fn(model, x, target, baseline, steps)`` → (B,3,H,W) against
+    ``methods.integrated_gradients``, with the all-zeros baseline."""
+    t = _checked_targets(model, x, target)
+    baseline = torch.zeros_like(x)
+    got = _tensor("your Integrated Gradients",
+                  _run("your Integrated Gradients", fn, [model, x, t, baseline, steps]))
+    expected = methods.integrated_gradients(model, x, t, baseline, steps)
+    _verdict("Integrated Gradients", got, expected,
+             lambda: _ig_mistakes(model, x, t, baseline, steps), _IG_HINT)
+
+
+def hidden_check_integrated_gradients(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: mixed non-top-1 targets with a non-zero baseline; train-mode ResNet-18."""
+    x = x[:2]
+    t = _hidden_targets(model, x)
+    blurred = x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()     # each image's mean colour
+    _hidden_case("targets other than the top-1, a baseline of each image's mean colour", fn,
+                 [model, x, t, blurred, 5], methods.integrated_gradients(model, x, t, blurred, 5),
+                 hint=_IG_HINT)
+    resnet, xr, tr = _small_resnet_case(22)
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xr, tr, torch.zeros_like(xr), 6],
+                 methods.integrated_gradients(resnet, xr, tr, torch.zeros_like(xr), 6),
+                 train=True, hint=_IG_HINT)
+    _passed("hidden tests of Integrated Gradients.")
+
+
+# ------------------------------------------------ notebook 02: class visualisation, fooling
+
+_ASCENT_HINT = ("I + lr · (∂S_c/∂I − 2λ I): the gradient of each image's own target logit "
+                "(not the softmax), plus the gradient of −λ‖I‖², in eval mode.")
+
+
+def check_ascent_step(fn, model: nn.Module, img: torch.Tensor, target, lr: float = 1.0,
+                      l2: float = 1e-2) -> None:
+    """``fn(model, img, target, lr, l2)`` → the next image (B,3,H,W), against ``methods.ascent_step``."""
+    t = _checked_targets(model, img, target)
+    got = _tensor("your ascent step", _run("your ascent step", fn, [model, img, t, lr, l2]))
+    expected = methods.ascent_step(model, img, t, lr, l2)
+    _verdict("one ascent step", got, expected, lambda: _ascent_mistakes(model, img, t, lr, l2),
+             _ASCENT_HINT)
+
+
+def _ascent_mistakes(model, img, t, lr, l2):
+    g = _target_grads(model, img, t)
+    with preserved_state(model), torch.enable_grad():
+        g_prob = _grad_of(model, img, lambda out: out.softmax(1).gather(1, t[:, None])[:, 0])
+    return [
+        (img - lr * (g - 2 * l2 * img), "you stepped *down* the gradient; ascent adds it."),
+        (img + lr * (g + 2 * l2 * img), "the decay has the wrong sign: the gradient of −λ‖I‖² "
+                                        "is −2λI, which shrinks the image."),
+        (img + lr * (g - l2 * img), "the gradient of −λ‖I‖² is −2λI (you used −λI)."),
+        (img + lr * g, "you left out the L2 decay −2λI."),
+        (img + lr * (g_prob - 2 * l2 * img), "you ascended the softmax probability; use the logit "
+                                             "S_c (Simonyan et al. explain why, §2)."),
+    ]
+
+
+def hidden_check_ascent_step(fn, model: nn.Module, img: torch.Tensor) -> None:
+    """Hidden tests: two different classes in one batch from a non-blank image; train-mode ResNet-18."""
+    g = torch.Generator().manual_seed(31)
+    start = 0.3 * torch.randn(2, 3, *img.shape[-2:], generator=g)
+    t = torch.tensor([130, 1])
+    _hidden_case("two classes in one batch, from a noisy start, lr 2, λ 0.05", fn,
+                 [model, start, t, 2.0, 0.05], methods.ascent_step(model, start, t, 2.0, 0.05),
+                 hint=_ASCENT_HINT)
+    resnet, xr, tr = _small_resnet_case(23)
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xr, tr, 0.5, 0.1], methods.ascent_step(resnet, xr, tr, 0.5, 0.1),
+                 train=True, hint=_ASCENT_HINT)
+    _passed("hidden tests of the ascent step.")
+
+
+_FOOLING_HINT = ("Repeat until the top-1 class is the target: g = ∂S_target/∂x, x ← x + lr · "
+                 "g/‖g‖₂ (the whole image's L2 norm); stop as soon as the model is fooled.")
+
+
+def check_fooling_image(fn, model: nn.Module, x: torch.Tensor, target, lr: float = 0.5,
+                        max_steps: int = 100) -> None:
+    """``fn(model, x, target, lr, max_steps)`` → fooled (B,3,H,W), against ``methods.fooling_image``."""
+    t = _checked_targets(model, x, target)
+    got = _tensor("your fooling image",
+                  _run("your fooling image", fn, [model, x, t, lr, max_steps]))
+    if got.shape != x.shape:
+        raise CheckError(f"your fooling image has shape {tuple(got.shape)}; expected the input's "
+                         f"{tuple(x.shape)}.")
+    with preserved_state(model), torch.no_grad():
+        said = model(got).argmax(1)
+    if not torch.equal(said, t):
+        raise CheckError(f"the model still says {said.tolist()} for your image, not the target "
+                         f"{t.tolist()}. {_FOOLING_HINT}")
+    expected = methods.fooling_image(model, x, t, lr, max_steps)
+    steps_got = ((got - x).flatten(1).norm(dim=1) / lr).tolist()
+    steps_expected = ((expected - x).flatten(1).norm(dim=1) / lr).tolist()
+    _verdict("the fooling image", got, expected, [], f"{_FOOLING_HINT} (Your change is "
+             f"{steps_got[0]:.1f} step lengths long, the library's {steps_expected[0]:.1f}: "
+             "longer means more steps than needed or unnormalised steps.)")
+
+
+def hidden_check_fooling_image(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: another target class and step size; an image that is already its target."""
+    x = x[:1]
+    with preserved_state(model), torch.no_grad():
+        top1 = model(x).argmax(1)
+    t = _hidden_targets(model, x)
+    _hidden_case("the 2nd-ranked class as target, lr 0.25", fn, [model, x, t, 0.25, 100],
+                 methods.fooling_image(model, x, t, 0.25, 100), hint=_FOOLING_HINT)
+    _hidden_case("the target is already the top-1 class (nothing to change)", fn,
+                 [model, x, top1, 0.5, 100], x.detach().clone(), hint=_FOOLING_HINT)
+    _passed("hidden tests of the fooling image.")
+
+
+# ------------------------------------------------------ notebook 03: Fourier parametrisation
+
+_FOURIER_HINT = ("sigmoid(C · irfft2(spectrum · fourier_scale(h, w), s=(h, w), norm='ortho') / 4) "
+                 "with C = COLOR_CORRELATION_SQRT divided by its largest column norm, applied to "
+                 "the three channels at every pixel.")
+
+
+def check_fourier_image(fn) -> None:
+    """``fn(spectrum, h, w)`` → pixels (B,3,h,w) in [0,1], against ``methods.fourier_image``."""
+    g = torch.Generator().manual_seed(41)
+    spectrum = torch.complex(torch.randn(1, 3, 16, 9, generator=g),
+                             torch.randn(1, 3, 16, 9, generator=g))
+    got = _tensor("your fourier_image", _run("your fourier_image", fn, [spectrum, 16, 16]))
+    expected = methods.fourier_image(spectrum, 16, 16)
+    scale = methods.fourier_scale(16, 16)
+    c = methods.COLOR_CORRELATION_SQRT / methods.COLOR_CORRELATION_SQRT.norm(dim=0).max()
+    raw = torch.fft.irfft2(spectrum * scale, s=(16, 16), norm="ortho") / 4
+    plain = torch.fft.irfft2(spectrum * scale, s=(16, 16)) / 4
+    _verdict("fourier_image", got, expected, [
+        (torch.sigmoid(raw), "no colour decorrelation: mix the channels with C at every pixel."),
+        (torch.einsum("ij,bjhw->bihw", c, raw), "no sigmoid: squash to [0, 1] at the end."),
+        (torch.sigmoid(torch.einsum("ij,bjhw->bihw", c.T, raw)),
+         "C is applied transposed: pixel_i = Σ_j C_ij · channel_j."),
+        (torch.sigmoid(torch.einsum("ij,bjhw->bihw", c, plain)),
+         "use the orthonormal inverse FFT, norm='ortho'."),
+        (torch.sigmoid(torch.einsum("ij,bjhw->bihw", c,
+                                    torch.fft.irfft2(spectrum, s=(16, 16), norm="ortho") / 4)),
+         "you did not scale the spectrum by fourier_scale (the 1/f decay)."),
+    ], _FOURIER_HINT, tol=1e-5)
+
+
+def hidden_check_fourier_image(fn) -> None:
+    """Hidden tests: a batch of two, a non-square image with an odd width."""
+    g = torch.Generator().manual_seed(42)
+    spectrum = torch.complex(torch.randn(2, 3, 12, 11, generator=g),
+                             torch.randn(2, 3, 12, 11, generator=g))
+    _hidden_case("two images of 12×21 pixels (odd width)", fn, [spectrum, 12, 21],
+                 methods.fourier_image(spectrum, 12, 21), tol=1e-5, hint=_FOURIER_HINT)
+    _passed("hidden tests of fourier_image.")
+
+
+# ------------------------------------------------------------------- notebook 05: occlusion
+
+_OCCLUSION_HINT = ("For each window position (every `stride` pixels, plus one flush with the far "
+                   "edge): set the window to 0, drop = p(target | x) − p(target | occluded x) "
+                   "(softmax probabilities); each pixel gets the mean drop of the windows "
+                   "covering it.")
+
+
+def check_occlusion(fn, model: nn.Module, x: torch.Tensor, target, window: int,
+                    stride: int) -> None:
+    """``fn(model, x, target, window, stride)`` → (B,H,W), against ``methods.occlusion``."""
+    t = _checked_targets(model, x, target)
+    got = _tensor("your occlusion map",
+                  _run("your occlusion map", fn, [model, x, t, window, stride]))
+    expected = methods.occlusion(model, x, t, window, stride)
+    _verdict("occlusion", got, expected,
+             lambda: _occlusion_mistakes(model, x, t, window, stride, expected), _OCCLUSION_HINT)
+
+
+def _occlusion_mistakes(model, x, t, window, stride, expected):
+    """The usual mistakes, built from the same window drops."""
+    H, W = x.shape[-2:]
+    corners = [(i, j) for i in methods._window_starts(H, window, stride)
+               for j in methods._window_starts(W, window, stride)]
+    with preserved_state(model), torch.no_grad():
+        logits = model(x)
+        p, s = logits.softmax(1).gather(1, t[:, None]), logits.gather(1, t[:, None])
+        cover = torch.zeros(H, W)
+        total_p, total_s = torch.zeros(x.shape[0], H, W), torch.zeros(x.shape[0], H, W)
+        for i, j in corners:
+            hidden = x.clone()
+            hidden[..., i:i + window, j:j + window] = 0
+            out = model(hidden)
+            total_p[:, i:i + window, j:j + window] += (p - out.softmax(1).gather(1, t[:, None]))[:, :, None]
+            total_s[:, i:i + window, j:j + window] += (s - out.gather(1, t[:, None]))[:, :, None]
+            cover[i:i + window, j:j + window] += 1
+    return [
+        (-expected, "the sign is flipped: the map is p(x) − p(occluded x), positive where hiding "
+                    "the pixels hurts the class."),
+        (total_p, "you summed the drops of the windows covering a pixel; take their mean."),
+        (total_s / cover, "you used the logit; Zeiler & Fergus's map is the class probability."),
+    ]
+
+
+def hidden_check_occlusion(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests: mixed non-top-1 targets with a stride that does not tile the image;
+    train-mode ResNet-18."""
+    x = x[:2]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than the top-1, window 20, stride 12 (needs the edge window)",
+                 fn, [model, x, t, 20, 12], methods.occlusion(model, x, t, 20, 12),
+                 hint=_OCCLUSION_HINT)
+    resnet, xr, tr = _small_resnet_case(24)
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xr, tr, 16, 16], methods.occlusion(resnet, xr, tr, 16, 16),
+                 train=True, hint=_OCCLUSION_HINT)
+    _passed("hidden tests of occlusion.")

@@ -29,7 +29,7 @@ from .hooks import capture
 
 __all__ = ["draw_filter_grids", "draw_maps", "draw_relu_example", "draw_gradients",
            "draw_neuron", "draw_box", "top_patches", "receptive_field", "draw_grad_cam_pair",
-           "grad_cam_pair", "draw_attention_heads", "cls_maps", "Figure", "FIGURES",
+           "grad_cam_pair", "draw_attention_heads", "draw_class_visualisations", "draw_fooling", "cls_maps", "Figure", "FIGURES",
            "make_all", "main"]
 
 
@@ -97,20 +97,28 @@ def draw_gradients(pictures, grads: dict[str, torch.Tensor], titles):
     return fig
 
 
-def draw_neuron(pool_images, labels, best, boxes, gradients, suptitle: str):
+def draw_neuron(pool_images, labels, best, boxes, gradients, suptitle: str, optimised=None):
     """A neuron's top patches (above) and guided backprop from it (below).
 
     ``pool_images`` (N,3,H,W) in [0,1] with class ``labels``; ``best`` the indices of the
     top images and ``boxes`` their crops (y0, y1, x0, x1) from :func:`top_patches`;
-    ``gradients`` (k,3,H,W) guided backprop of those images from the neuron.
+    ``gradients`` (k,3,H,W) guided backprop of those images from the neuron. ``optimised``
+    (3,h,w) in [0,1], if given, is the picture made by activation maximisation, drawn first.
     """
     n = len(best)
-    fig, axes = viz.panels(2 * n, ncols=n, size=1.6)
+    first = 0 if optimised is None else 1
+    cols = n + first
+    fig, axes = viz.panels(2 * cols, ncols=cols, size=1.6)
+    if optimised is not None:
+        axes[0].imshow(optimised.permute(1, 2, 0).numpy())
+        axes[0].set_title("optimised", fontsize=8)
+        axes[0].set_axis_off()
+        axes[cols].set_axis_off()
     for k, (i, (y0, y1, x0, x1)) in enumerate(zip(best.tolist(), boxes)):
-        axes[k].imshow(pool_images[i].permute(1, 2, 0)[y0:y1, x0:x1])
-        axes[k].set_title(shapes.CLASSES[labels[i]], fontsize=8)
-        axes[k].set_axis_off()
-        viz.show_gradient(axes[n + k], gradients[k][:, y0:y1, x0:x1])
+        axes[first + k].imshow(pool_images[i].permute(1, 2, 0)[y0:y1, x0:x1])
+        axes[first + k].set_title(shapes.CLASSES[labels[i]], fontsize=8)
+        axes[first + k].set_axis_off()
+        viz.show_gradient(axes[cols + first + k], gradients[k][:, y0:y1, x0:x1])
     fig.suptitle(suptitle, fontsize=10)
     return fig
 
@@ -132,6 +140,30 @@ def draw_attention_heads(picture, cls_maps: torch.Tensor, title: str):
 
 
 # --------------------------------------------------------------------------- the catalogue
+
+def draw_class_visualisations(pictures, titles, size: float = 2.6):
+    """Images made by gradient ascent (N × (H,W,3) in [0,1]), one panel each."""
+    fig, axes = viz.panels(len(pictures), size=size)
+    for ax, picture, title in zip(axes, pictures, titles):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    return fig
+
+
+def draw_fooling(original: np.ndarray, fooled: np.ndarray, labels, magnify: float = 10.0):
+    """A photo, its fooling image and the change between them (H,W,3 in [0,1]); the change
+    is shown ``magnify`` times larger around grey, so 0 is grey."""
+    change = fooled - original
+    fig, axes = viz.panels(3, size=3.2)
+    panels = [(original, f"original: {labels[0]}"), (fooled, f"changed: {labels[1]}"),
+              (np.clip(0.5 + magnify * change, 0, 1), f"change × {magnify:g}")]
+    for ax, (picture, title) in zip(axes, panels):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    return fig
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -277,9 +309,10 @@ def make_neurons(ctx):
         cnn(pool)
     best, boxes = top_patches(cap.activations[layer], channel, receptive_field(cnn, layer), 64)
     gradients = methods.neuron_guided_backprop(cnn, pool[best], layer, channel)
+    optimised = methods.activation_maximisation(cnn, layer, channel, steps=64)
     return draw_neuron(pool_images, pool_labels, best, boxes, gradients,
-                       f"shapes_cnn {layer}, channel {channel}: top patches (above), "
-                       "guided backprop (below)")
+                       f"shapes_cnn {layer}, channel {channel}: optimised picture, top "
+                       "patches (above), guided backprop (below)", optimised=optimised)
 
 
 def make_cam(ctx):
@@ -358,6 +391,25 @@ def make_vit_b16(ctx):
                      [f"rollout: {big.class_names[c]}" for c in top.tolist()])
 
 
+CLASS_VISUALISATION_CLASSES = ("goldfish", "flamingo", "pizza")
+
+
+def make_class_visualisations(ctx):
+    model = ctx.lite0
+    classes = [model.class_names.index(name) for name in CLASS_VISUALISATION_CLASSES]
+    dreams = methods.class_visualisation(model, classes, size=128, steps=60)
+    return draw_class_visualisations(images.deprocess(dreams, model),
+                                     list(CLASS_VISUALISATION_CLASSES))
+
+
+def make_fooling(ctx):
+    x, pictures = ctx.photos(["chelsea"])
+    goldfish = torch.tensor([ctx.lite0.class_names.index("goldfish")])
+    fooled = methods.fooling_image(ctx.lite0, x, goldfish, lr=0.25)
+    labels = [ctx.lite0.class_names[int(c)] for c in (ctx.top1(x)[0], ctx.top1(fooled)[0])]
+    return draw_fooling(pictures[0], images.deprocess(fooled[0], ctx.lite0), labels)
+
+
 FIGURES = [
     Figure("first_layer_filters", "First-layer filters of EfficientNet-Lite0 (3×3) and of "
            "shapes_cnn (7×7), trained and at initialisation, each filter min–max normalised.",
@@ -371,6 +423,15 @@ FIGURES = [
            "clipped at the 99th percentile.",
            "Saliency maps via backprop (Simonyan et al. 2014)", "efficientnet_lite0",
            "02 §6", make_saliency),
+    Figure("class_visualisations", "Class model visualisation: 60 steps of gradient ascent "
+           "on the logit from a blank 128 px image, with L2 decay, jitter and periodic blur "
+           "(Yosinski et al. 2015).",
+           "Visualizing CNN features: gradient ascent (Simonyan et al. 2014; Yosinski et al. 2015)",
+           "efficientnet_lite0", "02 §11", make_class_visualisations),
+    Figure("fooling_image", "A fooling image: chelsea after the fewest normalised gradient "
+           "steps (L2 length 0.25 each) that make the network say goldfish, and the change × 10.",
+           "Fooling images / adversarial examples (Szegedy et al. 2014)", "efficientnet_lite0",
+           "02 §12", make_fooling),
     Figure("relu_backward_example", "The three ReLU backward rules on the lecture's 3×3 "
            "example: standard g·1[x>0], deconvnet g·1[g>0], guided g·1[x>0]·1[g>0].",
            "Intermediate features via (guided) backprop: ReLU forward and backward tables",
@@ -379,9 +440,10 @@ FIGURES = [
            "guided rules (signed RGB, grey = 0).",
            "Intermediate features via guided backprop (Springenberg et al. 2015)",
            "efficientnet_lite0", "03 §3", make_relu_rules),
-    Figure("neuron_patches", "What one intermediate neuron looks for: its six strongest "
-           "patches over 384 shapes images, cropped to its receptive field, and guided "
-           "backprop from its peak.",
+    Figure("neuron_patches", "What one intermediate neuron looks for: a picture optimised "
+           "to excite it (Fourier parametrisation, decorrelated colour, transformation "
+           "robustness; Olah et al. 2017), its six strongest patches over 384 shapes images, "
+           "cropped to its receptive field, and guided backprop from its peak.",
            "Intermediate features via (guided) backprop: maximally activating patches",
            "shapes_cnn", "03 §4", make_neurons),
     Figure("cam", "Class activation maps of each photo's top-1 class with the CAM paper's "

@@ -31,6 +31,7 @@ __all__ = [
     "insertion_curve",
     "deletion_auc",
     "insertion_auc",
+    "auc",
     "BASELINES",
     "spearman",
     "ssim",
@@ -215,19 +216,19 @@ def insertion_curve(model, x, maps, target, steps: int = 20, baseline="blur") ->
         return _probability_curve(model, x, maps, target, steps, baseline, insert=True)
 
 
-def _auc(curve: torch.Tensor) -> torch.Tensor:
+def auc(curve: torch.Tensor) -> torch.Tensor:
     """Area under a curve sampled evenly on [0,1] (trapezoid rule)."""
     return ((curve[:, 1:] + curve[:, :-1]) / 2).mean(1)
 
 
 def deletion_auc(model, x, maps, target, steps: int = 20, baseline="zeros") -> torch.Tensor:
     """Area under :func:`deletion_curve` (lower is better: the map found what matters): (B,)."""
-    return _auc(deletion_curve(model, x, maps, target, steps, baseline))
+    return auc(deletion_curve(model, x, maps, target, steps, baseline))
 
 
 def insertion_auc(model, x, maps, target, steps: int = 20, baseline="blur") -> torch.Tensor:
     """Area under :func:`insertion_curve` (higher is better): (B,)."""
-    return _auc(insertion_curve(model, x, maps, target, steps, baseline))
+    return auc(insertion_curve(model, x, maps, target, steps, baseline))
 
 
 # ---------------------------------------------------------------------- agreement
