@@ -61,6 +61,72 @@ WRONG = {
         ("calls the library copy", [
             (None, "def my_saliency(model, x, target):\n    return methods.saliency(model, x, target)")]),
     ],
+    "smoothgrad-impl": [
+        ("averages |gradient| instead of the raw gradients", [
+            ("total = total + grad\n", "total = total + grad.abs()\n")]),
+        ("sums over the samples instead of averaging", [
+            ("        return total / samples", "        return total")]),
+        ("noise not scaled by the image's range", [
+            ("noisy = (x + noise * span * e)", "noisy = (x + noise * e)")]),
+        ("the softmax probability instead of the logit", [
+            ("scores = model(noisy).gather(", "scores = model(noisy).softmax(1).gather(")]),
+        ("draws the noise from the global generator, not the seed", [
+            ("generator=torch.Generator().manual_seed(seed))", ")")]),
+        ("never switches to eval mode", [("    model.eval()\n", "")]),
+        ("calls the library copy", [
+            (None, "def my_smoothgrad(model, x, target, samples, noise, seed):\n"
+                   "    return methods.smoothgrad(model, x, target, samples, noise, seed)")]),
+    ],
+    "integrated-gradients-impl": [
+        ("no factor (x - baseline)", [
+            ("return (x - baseline) * total / steps", "return total / steps")]),
+        ("left Riemann sum (alpha = 0 .. (m-1)/m)", [
+            ("for k in range(1, steps + 1):", "for k in range(steps):")]),
+        ("sums the gradients instead of averaging", [
+            ("return (x - baseline) * total / steps", "return (x - baseline) * total")]),
+        ("walks the path from x towards the baseline", [
+            ("point = (baseline + k / steps * (x - baseline))", "point = (x + k / steps * (baseline - x))")]),
+        ("the softmax probability instead of the logit", [
+            ("scores = model(point).gather(", "scores = model(point).softmax(1).gather(")]),
+        ("never switches to eval mode", [("    model.eval()\n", "")]),
+        ("calls the library copy", [
+            (None, "def my_integrated_gradients(model, x, target, baseline, steps):\n"
+                   "    return methods.integrated_gradients(model, x, target, baseline, steps)")]),
+    ],
+    "ascent-step-impl": [
+        ("gradient descent instead of ascent", [
+            ("return (img + lr * (grad - 2 * l2 * img))", "return (img - lr * (grad - 2 * l2 * img))")]),
+        ("L2 decay with the wrong sign", [
+            ("return (img + lr * (grad - 2 * l2 * img))", "return (img + lr * (grad + 2 * l2 * img))")]),
+        ("no L2 decay", [
+            ("return (img + lr * (grad - 2 * l2 * img))", "return (img + lr * grad)")]),
+        ("decay gradient lambda*I instead of 2*lambda*I", [
+            ("return (img + lr * (grad - 2 * l2 * img))", "return (img + lr * (grad - l2 * img))")]),
+        ("the softmax probability instead of the logit", [
+            ("scores = model(img).gather(", "scores = model(img).softmax(1).gather(")]),
+        ("never switches to eval mode", [("    model.eval()\n", "")]),
+        ("calls the library copy", [
+            (None, "def my_ascent_step(model, img, target, lr, l2):\n"
+                   "    return methods.ascent_step(model, img, target, lr, l2)")]),
+    ],
+    "fooling-image-impl": [
+        ("unnormalised gradient steps", [
+            ("x = (x + lr * grad / grad.norm()).detach()", "x = (x + lr * grad).detach()")]),
+        ("steps along the sign of the gradient", [
+            ("x = (x + lr * grad / grad.norm()).detach()", "x = (x + lr * grad.sign()).detach()")]),
+        ("steps away from the target", [
+            ("x = (x + lr * grad / grad.norm()).detach()", "x = (x - lr * grad / grad.norm()).detach()")]),
+        ("normalised by the largest entry instead of the L2 norm", [
+            ("x = (x + lr * grad / grad.norm()).detach()", "x = (x + lr * grad / grad.abs().max()).detach()")]),
+        ("the softmax probability instead of the logit", [
+            ("score = model(x)[0, target.item()]", "score = model(x).softmax(1)[0, target.item()]")]),
+        ("always takes a step, even when the image is already the target", [
+            ("                if model(x).argmax(1).item() == target.item():\n                    return x",
+             "                if _ > 0 and model(x).argmax(1).item() == target.item():\n                    return x")]),
+        ("calls the library copy", [
+            (None, "def my_fooling_image(model, x, target, lr, max_steps):\n"
+                   "    return methods.fooling_image(model, x, target, lr, max_steps)")]),
+    ],
     # ---------------------------------------------------------------- 03: guided backprop
     "relu-rules-impl": [
         ("guided computes the deconvnet rule", [
@@ -103,6 +169,23 @@ WRONG = {
              "out = model(x)\n            scores = out.gather(1, out.argmax(1, keepdim=True))")]),
         ("calls the library copy", [
             ("    was_training = model.training\n", "    return methods.guided_backprop(model, x, target)\n")]),
+    ],
+    "fourier-image-impl": [
+        ("no colour decorrelation", [
+            ('return torch.sigmoid(torch.einsum("ij,bjhw->bihw", c, decorrelated))',
+             "return torch.sigmoid(decorrelated)")]),
+        ("no sigmoid", [
+            ('return torch.sigmoid(torch.einsum("ij,bjhw->bihw", c, decorrelated))',
+             'return torch.einsum("ij,bjhw->bihw", c, decorrelated)')]),
+        ("colour matrix applied transposed", [('"ij,bjhw->bihw"', '"ji,bjhw->bihw"')]),
+        ("the default (1/(hw)) inverse FFT instead of the orthonormal one", [
+            ('s=(h, w), norm="ortho")', "s=(h, w))")]),
+        ("no 1/f scaling of the spectrum", [
+            ("scaled = spectrum * methods.fourier_scale(h, w)", "scaled = spectrum")]),
+        ("colour matrix not normalised", [("    c = c / c.norm(dim=0).max()\n", "")]),
+        ("output size left to irfft2 (wrong for odd widths)", [('s=(h, w), norm="ortho"', 'norm="ortho"')]),
+        ("calls the library copy", [
+            (None, "def my_fourier_image(spectrum, h, w):\n    return methods.fourier_image(spectrum, h, w)")]),
     ],
     # ---------------------------------------------------------------- 04: CAM
     "cam-impl": [
@@ -149,6 +232,23 @@ WRONG = {
         ("calls the library copy", [
             (None, "def my_grad_cam(model, x, target, layer):\n"
                    "    return methods.grad_cam(model, x, target, layer)")]),
+    ],
+    "occlusion-impl": [
+        ("the logit instead of the probability", [
+            ("p = model(x).softmax(1).gather(", "p = model(x).gather("),
+            ("q = model(hidden).softmax(1).gather(", "q = model(hidden).gather(")]),
+        ("sums the drops of the covering windows instead of averaging", [
+            ("        return total / cover", "        return total")]),
+        ("sign flipped (occluded minus original)", [
+            ("+= (p - q).view(B, 1, 1)", "+= (q - p).view(B, 1, 1)")]),
+        ("no window flush with the far edge", [
+            ("return s if s[-1] == n - window else s + [n - window]", "return s")]),
+        ("fills the window with white instead of the mean colour", [
+            ("hidden[:, :, i:i + window, j:j + window] = 0", "hidden[:, :, i:i + window, j:j + window] = 1")]),
+        ("never switches to eval mode", [("    model.eval()\n", "")]),
+        ("calls the library copy", [
+            (None, "def my_occlusion(model, x, target, window, stride):\n"
+                   "    return methods.occlusion(model, x, target, window, stride)")]),
     ],
     # ---------------------------------------------------------------- 06: ViT attention
     "vit-attention-impl": [
