@@ -7,10 +7,13 @@ Floors: the least work a method could do, written in bare PyTorch.
   Grad-CAM:                  one forward + a backward that stops at the layer;
   Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor;
   ViT attention, rollout:    one forward (no graph).
+SmoothGrad and Integrated Gradients are timed as multiples of one saliency call, occlusion as
+a multiple of one forward pass, beside the number of such passes each makes.
 A ratio near 1.0 means the method adds no overhead of its own. Each method is timed
 alternately with its floor; the ratio is the median of the per-pair ratios. Thread count fixed.
 
     python benchmarks/bench_methods.py [--threads 2] [--repeats 7] [--batches 1 8]
+                                       [--only saliency "guided bp"]
 """
 import argparse
 import statistics
@@ -76,6 +79,9 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--only", nargs="+", metavar="ROW",
+                        help="time only these rows (e.g. saliency \"guided bp\" or "
+                             "\"extraction + rollout\"); case-insensitive, all by default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -100,9 +106,52 @@ def main():
              lambda: (to_layer(), to_input())),
         ]
         for name, fn, floor in rows:
+            if not wanted(args, name):
+                continue
             t, f, ratio = paired_times(fn, floor, args.repeats)
             print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {f * 1e3:>11.1f} {ratio:>6.2f}")
-    vit_table(args)
+    if any(wanted(args, name) for name in BEYOND_ROWS):
+        beyond_table(args, model, photo)
+    if any(wanted(args, name) for name in VIT_ROWS):
+        vit_table(args)
+
+
+def wanted(args, name: str) -> bool:
+    """Whether ``--only`` (if given) names this row."""
+    return args.only is None or name.lower() in {o.lower() for o in args.only}
+
+
+VIT_ROWS = ("attention extraction", "rollout (from attention)", "extraction + rollout")
+BEYOND_ROWS = ("SmoothGrad", "IG", "occlusion")
+
+
+def beyond_table(args, model, photo):
+    """The methods that repeat a basic pass: SmoothGrad (n noisy copies) and Integrated
+    Gradients (m points on a path) as multiples of one saliency call, whose floor they share,
+    and occlusion as a multiple of one forward pass, against the forward passes it makes.
+    A multiple near n (or m, or the window count + 1) means nothing is added beyond the
+    passes themselves; less means batching the passes made each cheaper."""
+    n = 8
+    repeats = max(3, args.repeats // 3)        # each call is n passes: fewer repeats suffice
+    print(f"\nSmoothGrad and IG with {n} passes, as multiples of one saliency call; occlusion "
+          f"(56 px window, stride 28: 49 positions + 1 unoccluded) as a multiple of one forward")
+    print(f"{'batch':>5}  {'method':<10} {'time (ms)':>10} {'unit (ms)':>10} {'multiple':>9} "
+          f"{'passes':>7}")
+    for b in args.batches:
+        x = photo.repeat(b, 1, 1, 1)
+        target = torch.arange(b) % 1000
+        one_saliency = lambda: methods.saliency(model, x, target)
+        rows = [
+            ("SmoothGrad", lambda: methods.smoothgrad(model, x, target, samples=n), one_saliency, n),
+            ("IG", lambda: methods.integrated_gradients(model, x, target, steps=n), one_saliency, n),
+            ("occlusion", lambda: methods.occlusion(model, x, target, window=56, stride=28),
+             lambda: forward_only(model, x), 50),
+        ]
+        for name, fn, unit, passes in rows:
+            if not wanted(args, name):
+                continue
+            t, u, ratio = paired_times(fn, unit, repeats)
+            print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {u * 1e3:>10.1f} {ratio:>9.2f} {passes:>7}")
 
 
 def vit_table(args):
@@ -121,6 +170,8 @@ def vit_table(args):
                 ("extraction + rollout",
                  lambda: methods.attention_rollout(methods.vit_attention(vit, x)))]
         for name, fn in rows:
+            if not wanted(args, name):
+                continue
             t, f, ratio = paired_times(fn, forward, args.repeats)
             print(f"{b:>5}  {name:<24} {t * 1e3:>8.1f} {f * 1e3:>11.1f} {ratio:>6.2f}")
 
