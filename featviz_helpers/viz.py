@@ -26,7 +26,10 @@ __all__ = [
     "filter_grid",
     "show_filters",
     "overlay",
+    "map_picture",
     "show_map",
+    "enlarge",
+    "outline",
     "panels",
     "gradient_image",
     "show_gradient",
@@ -142,19 +145,50 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     return (1 - alpha) * np.asarray(image) + alpha * colours
 
 
-def show_map(ax, image: np.ndarray | None, raw_map, title: str | None = None,
-             clip_percentile: float = 100.0, alpha: float = 0.5):
-    """Draw one raw map (h,w) by the convention, over ``image`` (H,W,3) when given."""
+def map_picture(raw_map, image: np.ndarray | None = None, clip_percentile: float = 100.0,
+                alpha: float = 0.5) -> np.ndarray:
+    """One raw map (h,w) drawn by the convention, as an RGB picture in [0,1]: (h,w,3) in
+    :data:`CMAP` alone, or (H,W,3) blended over ``image`` (H,W,3) after upsampling to it."""
     size = image.shape[:2] if image is not None else None
     heat = display_maps(raw_map, size, clip_percentile)[0]
     if image is None:
-        ax.imshow(heat, cmap=CMAP, vmin=0, vmax=1)
-    else:
-        ax.imshow(overlay(image, heat, alpha))
+        return plt.get_cmap(CMAP)(heat)[..., :3]
+    return overlay(image, heat, alpha)
+
+
+def show_map(ax, image: np.ndarray | None, raw_map, title: str | None = None,
+             clip_percentile: float = 100.0, alpha: float = 0.5):
+    """Draw one raw map (h,w) by the convention, over ``image`` (H,W,3) when given."""
+    ax.imshow(map_picture(raw_map, image, clip_percentile, alpha), interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+def enlarge(picture: np.ndarray, size: int) -> np.ndarray:
+    """(h,w,C) → (k·h, k·w, C) by repeating pixels, k the smallest integer with k·max(h,w) ≥
+    ``size``: a 7×7 map stays seven crisp squares instead of a browser's blur."""
+    picture = np.asarray(picture)
+    k = max(1, -(-size // max(picture.shape[:2])))
+    return picture.repeat(k, axis=0).repeat(k, axis=1) if k > 1 else picture
+
+
+def outline(picture: np.ndarray, box, colour=(1.0, 1.0, 1.0), width: int = 2) -> np.ndarray:
+    """A copy of ``picture`` (H,W,3) in [0,1] with the box (x0, y0, x1, y1) of pixel indices,
+    inclusive, outlined ``width`` pixels wide: just outside the box, inside it where the box
+    touches the picture's edge."""
+    out = np.array(picture, dtype=np.float32, copy=True)
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = [int(round(float(v))) for v in box]
+    # The ring along the inner border of the box grown by `width`, clipped to the picture.
+    x0, y0 = max(x0 - width, 0), max(y0 - width, 0)
+    x1, y1 = min(x1 + width, w - 1), min(y1 + width, h - 1)
+    out[y0:y0 + width, x0:x1 + 1] = colour
+    out[y1 - width + 1:y1 + 1, x0:x1 + 1] = colour
+    out[y0:y1 + 1, x0:x0 + width] = colour
+    out[y0:y1 + 1, x1 - width + 1:x1 + 1] = colour
+    return out
 
 
 def channel_max(maps) -> torch.Tensor:

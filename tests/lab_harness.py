@@ -243,7 +243,7 @@ class Control:
 
 @dataclass
 class Panel:
-    """A featviz_helpers.widgets.panel: controls above an Output widget that shows an image."""
+    """A featviz_helpers.widgets.panel: controls above image widgets (and an error line)."""
     index: int
     cell: int            # index of the notebook cell that displays it
     locator: object
@@ -279,7 +279,7 @@ _JS_KERNEL_READY = """
 # with a different src in the panel's output.
 _JS_ARM = """
 ([panel, control, eventName]) => {
-  const out = panel.querySelector('.widget-output');
+  const out = panel.querySelector('.featviz-tiles');
   const srcs = () => [...out.querySelectorAll('img')].map(i => i.src).join('|');
   const state = {t0: null, t1: null, old: srcs(), now: null};
   window.__fvTiming = state;
@@ -425,10 +425,11 @@ class NotebookPage:
         return problems
 
     def panels(self) -> list[Panel]:
-        """The widget panels: a VBox holding an HBox of controls and an Output widget."""
+        """The widget panels: a VBox (class featviz-panel) holding an HBox of controls, the
+        tiles (class featviz-tiles) and an error line (class featviz-error)."""
         loc = self.page.locator(
             ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output "
-            ".widget-vbox:has(> .widget-hbox):has(> .widget-output)")
+            ".featviz-panel:has(> .widget-hbox):has(> .featviz-tiles)")
         panels = []
         for i in range(loc.count()):
             p = loc.nth(i)
@@ -450,14 +451,24 @@ class NotebookPage:
 
     @staticmethod
     def image(panel: Panel) -> str:
-        """The panel's displayed image(s): the img src (a data: URL of the PNG), '' if none."""
+        """What the panel's images show: a SHA-1 of each image's bytes, '|'-joined ('' if the
+        panel has no image). Each update of an image widget gets a new blob: URL even for the
+        same picture, so the bytes, not the URLs, tell whether the picture changed."""
         return panel.locator.evaluate(
-            "(p) => [...p.querySelector('.widget-output').querySelectorAll('img')]"
-            ".map(i => i.src).join('|')")
+            """async (p) => {
+                 const out = [];
+                 for (const img of p.querySelector('.featviz-tiles').querySelectorAll('img')) {
+                   if (!img.src) { out.push('-'); continue; }
+                   const bytes = await (await fetch(img.src)).arrayBuffer();
+                   const h = new Uint8Array(await crypto.subtle.digest('SHA-1', bytes));
+                   out.push(bytes.byteLength ? [...h].map(x => x.toString(16).padStart(2, '0')).join('') : '-');
+                 }
+                 return out.some(x => x !== '-') ? out.join('|') : '';
+               }""")
 
     @staticmethod
     def output_text(panel: Panel) -> str:
-        return panel.locator.locator(".widget-output").inner_text()
+        return panel.locator.locator(".featviz-tiles").inner_text()
 
     # -- acting on controls ------------------------------------------------------------------
     @staticmethod
@@ -562,7 +573,7 @@ class NotebookPage:
     def output_errors(panel: Panel) -> list[str]:
         """Tracebacks shown in the panel's output (the callback raised)."""
         return panel.locator.evaluate(
-            """(p) => [...p.querySelectorAll('.widget-output .jp-OutputArea-output')]
+            """(p) => [...p.querySelectorAll('.featviz-error')]
                  .map(o => o.innerText)
                  .filter(t => t.includes('Traceback (most recent call last)'))""")
 

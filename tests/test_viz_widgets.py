@@ -59,16 +59,72 @@ def test_filter_grid_and_plots_draw():
     plt.close(fig)
 
 
+def tiles(*values):
+    return widgets.Tiles([widgets.Tile(np.full((4, 4, 3), v / 10), f"value {v}") for v in values])
+
+
 def test_panel_runs_callback_now_and_on_change():
     calls = []
+
+    def draw(n, d):
+        calls.append((n, d))
+        return tiles(n, d)
+
     s = widgets.slider(0, 5, "n")
     d = widgets.dropdown([("one", 1), ("two", 2)], "d")
-    box = widgets.panel(lambda n, d: calls.append((n, d)), n=s, d=d)
+    box = widgets.panel(draw, n=s, d=d)
     assert calls == [(0, 1)]
+    area = box.children[1]
+    first = [t.children[1].value for t in area.children[0].children]
     s.value = 3
     d.value = 2
     assert calls[-2:] == [(3, 1), (3, 2)]
-    assert len(box.children) == 2
+    now = [t.children[1].value for t in area.children[0].children]
+    assert now[0] != first[0] and now[1] != first[1]            # new pictures, same widgets
+    assert [t.children[0].value for t in area.children[0].children][0].count("value 3") == 1
+    assert len(box.timings) == 3 and all(ms >= 0 for pair in box.timings for ms in pair)
+
+
+def test_panel_has_no_output_widget():
+    """Headless runners (nbclient, under nbconvert and nbgrader) mimic an Output widget by
+    messaging the kernel mid-cell, which now and then loses the cell's reply: a panel must not
+    use one."""
+    box = widgets.panel(lambda n: tiles(n), n=widgets.slider(0, 2, "n"))
+    seen, todo = [], [box]
+    while todo:
+        w = todo.pop()
+        seen.append(type(w).__name__)
+        todo.extend(getattr(w, "children", ()))
+    assert "Output" not in seen and seen.count("Image") == 1
+
+
+def test_panel_shows_an_error_and_keeps_the_picture():
+    def draw(n):
+        if n == 2:
+            raise ValueError("no picture for two")
+        return tiles(n)
+
+    s = widgets.slider(0, 3, "n")
+    box = widgets.panel(draw, n=s)
+    image = box.children[1].children[0].children[0].children[1]
+    before = image.value
+    s.value = 2
+    assert "ValueError: no picture for two" in box.children[2].value and image.value == before
+    s.value = 3
+    assert box.children[2].value == "" and image.value != before
+
+
+def test_panel_rebuilds_when_the_number_of_tiles_changes():
+    s = widgets.slider(1, 3, "n")
+    box = widgets.panel(lambda n: tiles(*range(n)), n=s)
+    assert [len(r.children) for r in box.children[1].children] == [1]
+    s.value = 3
+    assert [len(r.children) for r in box.children[1].children] == [3]
+
+
+def test_panel_refuses_a_callback_that_draws_nothing():
+    with pytest.raises(TypeError, match="must return Tiles"):
+        widgets.panel(lambda n: None, n=widgets.slider(0, 2, "n"))
 
 
 def test_panel_and_dropdown_refuse_empty():
@@ -76,6 +132,57 @@ def test_panel_and_dropdown_refuse_empty():
         widgets.panel(lambda: None)
     with pytest.raises(ValueError):
         widgets.dropdown([], "empty")
+    with pytest.raises(ValueError, match="at least one row"):
+        widgets.Tiles()
+    with pytest.raises(TypeError, match="Tile"):
+        widgets.Tiles([np.zeros((2, 2, 3))])
+
+
+def test_png_is_the_picture_enlarged_by_whole_pixels():
+    from io import BytesIO
+
+    from PIL import Image
+
+    small = np.random.default_rng(0).random((7, 7, 3))
+    back = np.asarray(Image.open(BytesIO(widgets.png(small, width=224))))
+    assert back.shape == (224, 224, 3)                       # 32 × 7
+    expected = (np.clip(small, 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert (back[::32, ::32] == expected).all() and (back[31::32, 31::32] == expected).all()
+    assert np.asarray(Image.open(BytesIO(widgets.png(np.zeros((5, 6)))))).shape == (5, 6)
+    with pytest.raises(ValueError, match="NaN"):
+        widgets.png(np.full((3, 3), np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        widgets.png(np.zeros((3, 3, 2)))
+
+
+def test_tiles_show_themselves_as_html():
+    html = tiles(1, 2)._repr_html_()
+    assert html.count("<img") == 2 and "value 2" in html
+    assert "<img" not in widgets.Tiles([widgets.Tile(None, "empty")])._repr_html_()
+
+
+def test_map_picture_is_what_show_map_draws():
+    raw, image = torch.rand(7, 7), np.random.default_rng(1).random((28, 28, 3))
+    fig, axes = viz.panels(2)
+    for ax, picture, img in ((axes[0], viz.map_picture(raw), None),
+                             (axes[1], viz.map_picture(raw, image, clip_percentile=90), image)):
+        viz.show_map(ax, img, raw, clip_percentile=100 if img is None else 90)
+        assert np.allclose(ax.get_images()[0].get_array(), picture)
+    plt.close(fig)
+    heat = viz.display_maps(raw)[0]
+    assert np.allclose(viz.map_picture(raw), plt.get_cmap(viz.CMAP)(heat)[..., :3])
+    assert viz.map_picture(raw, image).shape == (28, 28, 3)
+
+
+def test_outline_and_enlarge():
+    boxed = viz.outline(np.zeros((10, 10, 3)), (3, 3, 6, 6), width=1)
+    ring = boxed[..., 0] == 1
+    assert ring[2, 2:8].all() and ring[7, 2:8].all() and ring[2:8, 2].all() and ring[2:8, 7].all()
+    assert ring.sum() == 6 * 4 - 4 and not ring[3:7, 3:7].any()
+    edge = viz.outline(np.zeros((10, 10, 3)), (0, 0, 9, 9), width=2)[..., 0] == 1
+    assert edge[:2].all() and edge[-2:].all() and not edge[2:8, 2:8].any()
+    assert viz.enlarge(np.ones((7, 5, 3)), 224).shape == (224, 160, 3)
+    assert viz.enlarge(np.ones((300, 300)), 224).shape == (300, 300)
 
 
 def test_bar_chart_and_gradient_image():
@@ -87,3 +194,28 @@ def test_bar_chart_and_gradient_image():
     assert img.shape == (2, 5, 5, 3) and img.min() >= 0 and img.max() <= 1
     assert viz.gradient_image(torch.zeros(1, 3, 4, 4))[0, 0, 0].tolist() == [0.5, 0.5, 0.5]
     assert viz.channel_max(-g).shape == (2, 5, 5)
+
+
+def test_panels_run_headless_without_the_output_widget_mimic():
+    """Headless runners (nbclient, under nbconvert and nbgrader autograde) mimic an Output
+    widget by messaging the kernel while they wait for the cell's reply; that wait then now
+    and then misses the reply and sits out the whole cell timeout (here about one panel cell in
+    30 stalled, with panels drawn through an Output widget). So: 100 panel cells run under
+    nbclient with no mimic made, and none reaches the 20 s cell timeout."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from nbclient.output_widget import OutputWidget
+
+    setup = ("import numpy as np\nfrom featviz_helpers import widgets\n"
+             "def draw(i):\n"
+             "    print('drawing', i)\n"
+             "    return widgets.Tiles([widgets.Tile(np.full((8, 8, 3), i / 5), f'{i}')])\n")
+    cells = [nbformat.v4.new_code_cell(setup)] + [
+        nbformat.v4.new_code_cell("widgets.panel(draw, i=widgets.slider(0, 5, 'i'))")
+        for _ in range(100)]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    client = nbclient.NotebookClient(nb, timeout=20, kernel_name="python3")
+    client.execute()                                  # a stall raises CellTimeoutError
+    assert all(c.outputs for c in nb.cells[1:])
+    mimics = [o for o in client.comm_objects.values() if isinstance(o, OutputWidget)]
+    assert not mimics, f"{len(mimics)} Output widgets were mimicked by nbclient"
