@@ -8,8 +8,10 @@ range; dropdowns step through their options), the other controls left as the not
 them (each control is put back before the next is timed). Latency is measured in the page: from the input event's timestamp (keydown on the
 slider handle, change on the select) to the MutationObserver callback that first sees the
 panel's <img> with a new src, both on performance.now()'s clock. It therefore covers the
-widget message to the kernel, the callback (the method and matplotlib), the PNG back to the
-browser and its insertion into the page, and not the decoding/painting of the image.
+widget message to the kernel, the callback, the PNG encoding, the PNGs back to the browser and
+their insertion into the page, and not the decoding/painting of the image. Beside it, the
+Python side's share: the callback and the PNG encoding as the panel timed them (the panel's
+note under its pictures carries them).
 
     .venv/bin/python benchmarks/bench_widgets.py                  # all six notebooks
     .venv/bin/python benchmarks/bench_widgets.py 02_saliency.ipynb --moves 10
@@ -22,6 +24,7 @@ prints a table and asserts nothing about times.
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import platform
 import statistics
@@ -43,6 +46,13 @@ def chromium_version(path: str) -> str:
         return path
 
 
+def python_ms(note: str) -> float | None:
+    """Callback + PNG milliseconds from a panel's note ('drawing n: Python a ms callback + b ms
+    PNG'), None if the note says otherwise."""
+    m = re.search(r"Python (\d+) ms callback \+ (\d+) ms PNG", note)
+    return float(m[1]) + float(m[2]) if m else None
+
+
 def bench_notebook(context, server, name: str, moves: int, timeout: float) -> tuple[list, dict]:
     """Rows (notebook, panel cell, widget, kind, latencies ms or None, note) for one notebook."""
     page = H.NotebookPage(context, server, name)
@@ -57,17 +67,19 @@ def bench_notebook(context, server, name: str, moves: int, timeout: float) -> tu
             info["errors"] = errors
         for panel in page.panels():
             for control in panel.controls:
-                times, note, direction = [], "", 1
+                times, python, note, direction = [], [], "", 1
                 start = page.control_state(control)
                 for _ in range(moves):
                     try:
                         ms, _, direction = page.timed_change(panel, control, direction, timeout)
+                        python.append(python_ms(page.last_note()))
                     except (TimeoutError, RuntimeError) as e:
                         shot = page.screenshot(f"bench-{control.kind}-{panel.index}")
                         note = f"no new image within {timeout:.0f} s ({e}); screenshot {shot}"
                         break
                     times.append(ms)
-                rows.append((name, panel.cell, control.description, control.kind, times, note))
+                rows.append((name, panel.cell, control.description, control.kind, times,
+                             [p for p in python if p is not None], note))
                 # Back where the notebook set it (untimed), so the next control is timed with
                 # the others at the notebook's values.
                 if not note:
@@ -115,22 +127,24 @@ def main(argv=None) -> int:
 
     print(f"\ninput event -> new image in the page, {args.moves} moves per control "
           f"(ms; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} at the end)\n")
-    header = ("notebook", "widget", "kind", "median ms", "max ms")
+    header = ("notebook", "widget", "kind", "median ms", "max ms", "Python median", "Python max")
     table = []
-    for name, cell, desc, kind, times, note in rows:
+    for name, cell, desc, kind, times, python, note in rows:
         med = f"{statistics.median(times):.0f}" if times else "-"
         mx = f"{max(times):.0f}" if times else "-"
-        table.append((Path(name).stem, desc, kind, med, mx))
+        pmed = f"{statistics.median(python):.0f}" if python else "-"
+        pmx = f"{max(python):.0f}" if python else "-"
+        table.append((Path(name).stem, desc, kind, med, mx, pmed, pmx))
     widths = [max(len(str(r[i])) for r in [header, *table]) for i in range(len(header))]
     fmt = " | ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
     print(fmt.format(*header))
     print("-+-".join("-" * w for w in widths))
     for r in table:
         print(fmt.format(*r))
-    notes = [(n, d, note) for n, _, d, _, t, note in rows if note]
+    notes = [(n, d, note) for n, _, d, _, t, _, note in rows if note]
     for n, d, note in notes:
         print(f"\n{n} / {d}: {note}")
-    if any(len(t) < args.moves for *_, t, _ in rows):
+    if any(len(t) < args.moves for *_, t, _, _ in rows):
         print("\nsome controls have fewer than the requested moves (see the notes above)")
     print(f"\ntotal {time.monotonic() - t0:.0f} s")
     return 1 if notes else 0

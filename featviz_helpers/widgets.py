@@ -89,15 +89,13 @@ def png(picture: np.ndarray, width: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _tile_widget(tile: Tile) -> ipywidgets.VBox:
-    title = ipywidgets.HTML(layout=ipywidgets.Layout(width=f"{tile.width}px"))
-    image = ipywidgets.Image(format="png", layout=ipywidgets.Layout(width=f"{tile.width}px"))
-    box = ipywidgets.VBox([title, image], layout=ipywidgets.Layout(margin="0 4px 0 0"))
-    _update_tile(box, tile)
-    return box
+def _tile_widget() -> ipywidgets.VBox:
+    title = ipywidgets.HTML()
+    image = ipywidgets.Image(format="png")
+    return ipywidgets.VBox([title, image], layout=ipywidgets.Layout(margin="0 4px 0 0"))
 
 
-def _update_tile(box: ipywidgets.VBox, tile: Tile) -> None:
+def _update_tile(box: ipywidgets.VBox, tile: Tile, picture: bytes) -> None:
     title, image = box.children
     caption = f'<div style="text-align:center;font-size:12px">{html.escape(tile.title)}</div>'
     if title.value != caption:
@@ -105,7 +103,7 @@ def _update_tile(box: ipywidgets.VBox, tile: Tile) -> None:
     width = f"{tile.width}px"
     if image.layout.width != width:
         image.layout.width = title.layout.width = width
-    image.value = b"" if tile.picture is None else png(tile.picture, tile.width)
+    image.value = picture
 
 
 def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) -> ipywidgets.VBox:
@@ -114,8 +112,8 @@ def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) ->
 
     The callback runs once at once (an error then is raised in the cell), then on every
     change of any control (an error then is shown in the panel, the pictures left as they
-    were). ``panel.timings`` collects (callback ms, PNG ms) per drawing; each image's tooltip
-    says the last.
+    were). ``panel.timings`` collects (callback ms, PNG ms) per drawing; a grey note under the
+    pictures says the last, with the drawing's number.
     """
     if not controls:
         raise ValueError("panel() needs at least one control, e.g. index=slider(0, 9, 'index').")
@@ -123,7 +121,9 @@ def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) ->
     area.add_class("featviz-tiles")
     error = ipywidgets.HTML()
     error.add_class("featviz-error")
-    box = ipywidgets.VBox([ipywidgets.HBox(list(controls.values())), area, error])
+    note = ipywidgets.HTML()
+    note.add_class("featviz-note")
+    box = ipywidgets.VBox([ipywidgets.HBox(list(controls.values())), area, error, note])
     box.add_class("featviz-panel")
     box.timings = []
 
@@ -135,20 +135,19 @@ def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) ->
                             f"must return Tiles(...) of pictures; it returned "
                             f"{type(tiles).__name__}.")
         t1 = time.perf_counter()
-        old = [row.children for row in area.children]
-        if tuple(len(r) for r in old) == tiles.shape:
-            for widgets_row, row in zip(old, tiles.rows):
-                for w, tile in zip(widgets_row, row):
-                    _update_tile(w, tile)
-        else:
-            area.children = [ipywidgets.HBox([_tile_widget(t) for t in row]) for row in tiles.rows]
+        pictures = [[b"" if t.picture is None else png(t.picture, t.width) for t in row]
+                    for row in tiles.rows]
         t2 = time.perf_counter()
         ms = (1000 * (t1 - t0), 1000 * (t2 - t1))
         box.timings.append(ms)
-        note = f"Python: callback {ms[0]:.0f} ms, PNG {ms[1]:.0f} ms"
-        for row in area.children:
-            for tile in row.children:
-                tile.children[1].tooltip = note
+        # The note goes out before the pictures: a page that sees a new picture sees its note.
+        note.value = (f'<span style="color:#888;font-size:11px">drawing {len(box.timings)}: '
+                      f'Python {ms[0]:.0f} ms callback + {ms[1]:.0f} ms PNG</span>')
+        if tuple(len(r.children) for r in area.children) != tiles.shape:
+            area.children = [ipywidgets.HBox([_tile_widget() for _ in row]) for row in tiles.rows]
+        for widgets_row, row, row_pictures in zip(area.children, tiles.rows, pictures):
+            for w, tile, picture in zip(widgets_row.children, row, row_pictures):
+                _update_tile(w, tile, picture)
 
     def on_change(_change) -> None:
         try:

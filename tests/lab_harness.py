@@ -276,12 +276,13 @@ _JS_KERNEL_READY = """
 # Arm a timer for the next change of the panel's image. t0: the input event on the control
 # (keydown for a slider handle, change for a select), taken from the event's timeStamp, which
 # is on performance.now()'s clock; t1: the MutationObserver callback that first sees an <img>
-# with a different src in the panel's output.
+# with a different src in the panel's tiles; note: the panel's note then (the panel writes the
+# Python side's time there, before the pictures).
 _JS_ARM = """
 ([panel, control, eventName]) => {
   const out = panel.querySelector('.featviz-tiles');
   const srcs = () => [...out.querySelectorAll('img')].map(i => i.src).join('|');
-  const state = {t0: null, t1: null, old: srcs(), now: null};
+  const state = {t0: null, t1: null, old: srcs(), now: null, note: null};
   window.__fvTiming = state;
   control.addEventListener(eventName, e => { if (state.t0 === null) state.t0 = e.timeStamp; },
                            {capture: true, once: true});
@@ -290,6 +291,8 @@ _JS_ARM = """
     if (s && s !== state.old && state.t1 === null) {
       state.t1 = performance.now();
       state.now = s;
+      const note = panel.querySelector('.featviz-note');
+      state.note = note ? note.innerText : '';
       obs.disconnect();
     }
   });
@@ -516,6 +519,10 @@ class NotebookPage:
             return control.locator.locator(".widget-readout").first.inner_text().strip()
         return control.locator.locator("select").first.evaluate(
             "(s) => s.options[s.selectedIndex].text")
+
+    def last_note(self) -> str:
+        """The panel's note (its Python side's time) when ``timed_change`` saw a new image."""
+        return self.page.evaluate("() => window.__fvTiming.note") or ""
 
     def timed_change(self, panel: Panel, control: Control, direction: int = 1,
                      timeout: float = 60.0, action=None) -> tuple[float, str, int]:
