@@ -698,39 +698,31 @@ def _robust_transform(img: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
 
 @library_copy
-def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
+def activation_maximisation(model: nn.Module, layer, channel: int, size: int = 64,
                             steps: int = 128, lr: float = 0.05, seed: int = 0,
                             callback=None) -> torch.Tensor:
     """What a channel wants to see (Olah, Mordvintsev & Schubert 2017, *Feature
     Visualization*): a picture (3,size,size) in [0,1] maximising the mean activation of
-    ``channel`` at ``layer``; for a list of channels, one picture per channel (K,3,size,size),
-    optimised together in one batch, each the same as its own single-channel call.
+    ``channel`` at ``layer``.
 
     The picture is :func:`fourier_image` of a spectrum (seeded from ``seed``) that Adam
     optimises, and each step the model sees it through a random :func:`_robust_transform`
     (pad, jitter, scale, rotate), so that the picture cannot exploit exact pixels.
     ``callback(step, picture)`` is called after every step.
     """
-    single = not isinstance(channel, (list, tuple))
-    channels = [_channel_index(c) for c in ([channel] if single else channel)]
-    if not channels:
-        raise ValueError("activation_maximisation got an empty list of channels.")
+    channel = _channel_index(channel)
     size = _positive_int(size, "size (pixels)")
     steps = _positive_int(steps, "steps", minimum=0)
     name = layer_name(model, layer)
     ref = _model_tensor(model)
     device = ref.device if ref is not None else torch.device("cpu")
     rng = torch.Generator().manual_seed(seed)
-    # Every channel starts from the same seeded spectrum and sees the same transformations; Adam
-    # works element by element and each picture's loss is its own, so the batch changes nothing.
-    start = torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng) * 0.01
-    spectrum = start.repeat(len(channels), 1, 1, 1, 1).to(device).requires_grad_(True)
+    spectrum = (torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng) * 0.01).to(device)
+    spectrum.requires_grad_(True)
     optimiser = torch.optim.Adam([spectrum], lr=lr)
     spec = _spec_of(model)
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    rows = torch.arange(len(channels), device=device)
-    index = torch.tensor(channels, device=device)
     with capture(model, name) as cap, _autograd():
         for step in range(steps + 1):
             picture = fourier_image(torch.view_as_complex(spectrum), size, size)
@@ -740,17 +732,15 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
             model((_robust_transform(picture, rng) - mean) / std)
             _check_ran(cap, name, model)
             out = cap.outputs[name]
-            bad = [c for c in channels if not 0 <= c < (out.shape[1] if out.dim() == 4 else 0)]
-            if bad:
-                raise ValueError(f"channel {bad[0]} out of range for {name!r} with output "
+            if out.dim() != 4 or not 0 <= channel < out.shape[1]:
+                raise ValueError(f"channel {channel} out of range for {name!r} with output "
                                  f"{tuple(out.shape)}.")
             optimiser.zero_grad()
-            (-out[rows, index].mean((1, 2)).sum()).backward()
+            (-out[:, channel].mean()).backward()
             optimiser.step()
             if callback is not None:
-                done = picture.detach().clone()
-                callback(step + 1, done[0] if single else done)
-    return picture.detach()[0] if single else picture.detach()
+                callback(step + 1, picture.detach()[0].clone())
+    return picture.detach()[0]
 
 
 def _spec_of(model: nn.Module):

@@ -213,21 +213,6 @@ def test_activation_maximisation_raises_the_channel(cnn):
     assert last > 4 * first > 0, (first, last)
 
 
-def test_activation_maximisation_of_many_channels_is_each_channel_alone(cnn):
-    """One batch for a list of channels gives each channel's own picture (the panel of
-    notebook 03 precomputes a layer this way)."""
-    frames = []
-    together = methods.activation_maximisation(cnn, "stage3", [5, 0, 5], steps=6,
-                                               callback=lambda step, p: frames.append(p.shape))
-    alone = torch.stack([methods.activation_maximisation(cnn, "stage3", c, steps=6)
-                         for c in (5, 0, 5)])
-    assert together.shape == (3, 3, 64, 64) and frames[-1] == (3, 3, 64, 64)
-    assert (together - alone).abs().max() < 1e-4
-    assert torch.equal(together[0], together[2]) and not torch.equal(together[0], together[1])
-    with pytest.raises(TypeError, match="int channel"):
-        methods.activation_maximisation(cnn, "stage3", [0, 1.5], steps=1)
-
-
 # -------------------------------------------------------------------- state guarantees
 
 CALLS = {
@@ -272,8 +257,6 @@ def test_optimised_images_leave_the_model_as_it_was(cnn):
     (lambda cnn, x: methods.occlusion(cnn, x, 0, stride=0), "stride"),
     (lambda cnn, x: methods.fooling_image(cnn, x, 0, lr=0), "lr"),
     (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", 999, steps=1), "out of range"),
-    (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", [0, 999], steps=1), "999 out of range"),
-    (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", [], steps=1), "empty"),
     (lambda cnn, x: methods.smoothgrad(cnn, x, 6), "out of range"),
 ])
 def test_misuse_is_refused_clearly(cnn, shapes_batch, call, problem):
