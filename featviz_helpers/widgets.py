@@ -89,13 +89,18 @@ def png(picture: np.ndarray, width: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
+# An empty place: one transparent pixel, stretched to the tile's width, keeps the place's room
+# (an image widget with no bytes would show a broken-image icon).
+EMPTY = png(np.zeros((1, 1, 4), dtype=np.uint8))
+
+
 def _tile_widget() -> ipywidgets.VBox:
     title = ipywidgets.HTML()
     image = ipywidgets.Image(format="png")
     return ipywidgets.VBox([title, image], layout=ipywidgets.Layout(margin="0 4px 0 0"))
 
 
-def _update_tile(box: ipywidgets.VBox, tile: Tile, picture: bytes | None) -> None:
+def _update_tile(box: ipywidgets.VBox, tile: Tile, picture: bytes) -> None:
     title, image = box.children
     caption = f'<div style="text-align:center;font-size:12px">{html.escape(tile.title)}</div>'
     if title.value != caption:
@@ -103,13 +108,7 @@ def _update_tile(box: ipywidgets.VBox, tile: Tile, picture: bytes | None) -> Non
     width = f"{tile.width}px"
     if image.layout.width != width:
         image.layout.width = title.layout.width = width
-    # An empty place keeps its room but shows nothing (an empty image would show a broken-image
-    # icon); its old picture stays in the widget, hidden.
-    visibility = "hidden" if tile.picture is None else "visible"
-    if image.layout.visibility != visibility:
-        image.layout.visibility = visibility
-    if tile.picture is not None:
-        image.value = picture
+    image.value = picture
 
 
 def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) -> ipywidgets.VBox:
@@ -141,7 +140,7 @@ def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) ->
                             f"must return Tiles(...) of pictures; it returned "
                             f"{type(tiles).__name__}.")
         t1 = time.perf_counter()
-        pictures = [[None if t.picture is None else png(t.picture, t.width) for t in row]
+        pictures = [[EMPTY if t.picture is None else png(t.picture, t.width) for t in row]
                     for row in tiles.rows]
         t2 = time.perf_counter()
         ms = (1000 * (t1 - t0), 1000 * (t2 - t1))
