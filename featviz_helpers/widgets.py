@@ -77,7 +77,9 @@ def png(picture: np.ndarray, width: int | None = None) -> bytes:
     to at least ``width`` so that a small map stays crisp when the browser scales it."""
     a = np.asarray(picture)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ValueError(f"a picture is (H,W,3) RGB or (H,W) grey; got shape {a.shape}.")
+        hint = (" (channels first? use picture.permute(1, 2, 0))"
+                if a.ndim == 3 and a.shape[0] in (3, 4) else "")
+        raise ValueError(f"a picture is (H,W,3) RGB or (H,W) grey; got shape {a.shape}{hint}.")
     if a.dtype != np.uint8:
         if not np.isfinite(a).all():
             raise ValueError("the picture holds NaN or inf; a map must be finite to be drawn.")

@@ -153,6 +153,8 @@ def test_png_is_the_picture_enlarged_by_whole_pixels():
         widgets.png(np.full((3, 3), np.nan))
     with pytest.raises(ValueError, match="shape"):
         widgets.png(np.zeros((3, 3, 2)))
+    with pytest.raises(ValueError, match=r"permute\(1, 2, 0\)"):
+        widgets.png(np.zeros((3, 8, 8)))
 
 
 def test_tiles_show_themselves_as_html():
