@@ -462,7 +462,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 25,
         t = _model_targets(model, x, target)
         B = x.shape[0]
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, B, 1, 1, 1)
-        eps = torch.randn((samples, *x.shape), generator=torch.Generator().manual_seed(seed))
+        rng = torch.Generator(device="cpu").manual_seed(seed)
+        eps = torch.randn((samples, *x.shape), generator=rng, device="cpu")
         noisy = x[None] + noise * span * eps.to(device=x.device, dtype=x.dtype)
         grads = _target_gradients(model, noisy.flatten(0, 1), t.repeat(samples), batch_size)
     return grads.view(samples, *x.shape).mean(0)
@@ -594,10 +595,10 @@ def class_visualisation(model: nn.Module, target, size: int = 128, steps: int = 
     count = 1 if isinstance(target, int) else torch.as_tensor(target).reshape(-1).shape[0]
     t = as_targets(target, count, num_classes)
     img = torch.zeros(len(t), 3, size, size, device=device, dtype=dtype)
-    rng = torch.Generator().manual_seed(seed)
+    rng = torch.Generator(device="cpu").manual_seed(seed)
     kernel = 2 * math.ceil(3 * blur_sigma) + 1 if blur_sigma > 0 else 0
     for step in range(1, steps + 1):
-        dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=rng).tolist()
+        dy, dx = (torch.randint(-jitter, jitter + 1, (2,), generator=rng, device="cpu").tolist()
                   if jitter else (0, 0))
         shifted = img.roll((dy, dx), dims=(2, 3))
         img = ascent_step(model, shifted, t, lr, l2).roll((-dy, -dx), dims=(2, 3))
@@ -654,8 +655,8 @@ def fourier_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
 
     Scaling a white spectrum by it gives natural-image-like 1/f noise; optimising the
     spectrum then moves all frequencies at the same speed (Olah et al. 2017)."""
-    fy = torch.fft.fftfreq(h)[:, None]
-    fx = torch.fft.rfftfreq(w)[None, :]
+    fy = torch.fft.fftfreq(h, device="cpu")[:, None]      # on the CPU whatever the default
+    fx = torch.fft.rfftfreq(w, device="cpu")[None, :]
     freqs = (fy ** 2 + fx ** 2).sqrt()
     return 1.0 / freqs.clamp_min(1.0 / max(h, w)) ** decay
 
@@ -687,13 +688,13 @@ def _robust_transform(img: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
     """Olah et al.'s transformation robustness, one random draw: pad, jitter, scale,
     rotate, jitter. (B,3,H,W) → (B,3,H',W')."""
     img = F.pad(img, (12, 12, 12, 12), mode="constant", value=0.5)
-    dy, dx = torch.randint(-8, 9, (2,), generator=rng).tolist()
+    dy, dx = torch.randint(-8, 9, (2,), generator=rng, device="cpu").tolist()
     img = img.roll((dy, dx), dims=(2, 3))
-    scale = 1 + (int(torch.randint(0, 11, (1,), generator=rng)) - 5) / 50
-    angle = float(torch.randint(-10, 11, (1,), generator=rng))
+    scale = 1 + (int(torch.randint(0, 11, (1,), generator=rng, device="cpu")) - 5) / 50
+    angle = float(torch.randint(-10, 11, (1,), generator=rng, device="cpu"))
     img = TF.affine(img, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
                     interpolation=TF.InterpolationMode.BILINEAR)
-    dy, dx = torch.randint(-4, 5, (2,), generator=rng).tolist()
+    dy, dx = torch.randint(-4, 5, (2,), generator=rng, device="cpu").tolist()
     return img.roll((dy, dx), dims=(2, 3))
 
 
@@ -716,8 +717,9 @@ def activation_maximisation(model: nn.Module, layer, channel: int, size: int = 6
     name = layer_name(model, layer)
     ref = _model_tensor(model)
     device = ref.device if ref is not None else torch.device("cpu")
-    rng = torch.Generator().manual_seed(seed)
-    spectrum = (torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng) * 0.01).to(device)
+    rng = torch.Generator(device="cpu").manual_seed(seed)
+    start = torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng, device="cpu") * 0.01
+    spectrum = start.to(device)
     spectrum.requires_grad_(True)
     optimiser = torch.optim.Adam([spectrum], lr=lr)
     spec = _spec_of(model)
