@@ -309,7 +309,7 @@ def make_neurons(ctx):
         cnn(pool)
     best, boxes = top_patches(cap.activations[layer], channel, receptive_field(cnn, layer), 64)
     gradients = methods.neuron_guided_backprop(cnn, pool[best], layer, channel)
-    optimised = methods.activation_maximisation(cnn, layer, channel, steps=64)
+    optimised = methods.activation_maximisation(cnn, layer, channel)
     return draw_neuron(pool_images, pool_labels, best, boxes, gradients,
                        f"shapes_cnn {layer}, channel {channel}: optimised picture, top "
                        "patches (above), guided backprop (below)", optimised=optimised)

@@ -20,7 +20,7 @@ from torch import nn
 
 from .hooks import LayerCapture, capture, preserved_state, relu_backward_rule
 from .library_guard import library_copy
-from .models import gap_fc_head, layer_name
+from .models import gap_fc_head, get_layer, layer_name
 
 __all__ = ["as_targets", "class_scores", "saliency", "guided_backprop", "neuron_guided_backprop",
            "cam", "cam_from_features", "grad_cam", "guided_grad_cam", "vit_attention", "attention_rollout",
@@ -685,64 +685,106 @@ def fourier_image(spectrum: torch.Tensor, h: int, w: int, decay: float = 1.0) ->
 
 
 def _robust_transform(img: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Olah et al.'s transformation robustness, one random draw: pad, jitter, scale,
-    rotate, jitter. (B,3,H,W) → (B,3,H',W')."""
-    img = F.pad(img, (12, 12, 12, 12), mode="constant", value=0.5)
-    dy, dx = torch.randint(-8, 9, (2,), generator=rng, device="cpu").tolist()
+    """Olah et al.'s transformation robustness, one random draw for the whole batch: pad,
+    jitter, scale, rotate, jitter. (B,3,H,W) → (B,3,H',W').
+
+    The pad and the jitters scale with the picture: Lucid's 12 px pad and 8 px then 4 px
+    jitters at 128 px, half of each at 64 px (a bigger pad only makes every step dearer).
+    """
+    pad = max(1, round(img.shape[-1] * 12 / 128))
+    img = F.pad(img, (pad, pad, pad, pad), mode="constant", value=0.5)
+    big, small = max(1, 2 * pad // 3), max(1, pad // 3)
+    dy, dx = torch.randint(-big, big + 1, (2,), generator=rng, device="cpu").tolist()
     img = img.roll((dy, dx), dims=(2, 3))
     scale = 1 + (int(torch.randint(0, 11, (1,), generator=rng, device="cpu")) - 5) / 50
     angle = float(torch.randint(-10, 11, (1,), generator=rng, device="cpu"))
     img = TF.affine(img, angle=angle, translate=[0, 0], scale=scale, shear=[0.0],
                     interpolation=TF.InterpolationMode.BILINEAR)
-    dy, dx = torch.randint(-4, 5, (2,), generator=rng, device="cpu").tolist()
+    dy, dx = torch.randint(-small, small + 1, (2,), generator=rng, device="cpu").tolist()
     return img.roll((dy, dx), dims=(2, 3))
 
 
+class _LayerReached(Exception):
+    """Raised by :func:`_stop_at` once the layer has run: nothing after it is needed."""
+
+
+@contextlib.contextmanager
+def _stop_at(module: nn.Module):
+    """Inside, a forward pass of the model ends (with :class:`_LayerReached`) as soon as
+    ``module`` has run; hooks registered before this one (a capture) still see its output."""
+    def stop(module, inputs, output):
+        raise _LayerReached
+    handle = module.register_forward_hook(stop)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @library_copy
-def activation_maximisation(model: nn.Module, layer, channel: int, size: int = 64,
-                            steps: int = 128, lr: float = 0.05, seed: int = 0,
+def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
+                            steps: int = 16, lr: float = 0.4, seed: int = 0,
                             callback=None) -> torch.Tensor:
     """What a channel wants to see (Olah, Mordvintsev & Schubert 2017, *Feature
     Visualization*): a picture (3,size,size) in [0,1] maximising the mean activation of
-    ``channel`` at ``layer``.
+    ``channel`` at ``layer``. For a list of K channels: K pictures (K,3,size,size), one per
+    channel, optimised together in one batch, each equal to its own single-channel call.
 
     The picture is :func:`fourier_image` of a spectrum (seeded from ``seed``) that Adam
     optimises, and each step the model sees it through a random :func:`_robust_transform`
-    (pad, jitter, scale, rotate), so that the picture cannot exploit exact pixels.
-    ``callback(step, picture)`` is called after every step.
+    (pad, jitter, scale, rotate), so that the picture cannot exploit exact pixels. The first
+    step runs the whole model (to check the layer runs once); later steps stop at the layer,
+    as nothing after it changes its activation. ``callback(step, picture)`` is called after
+    every step (1..steps) with the picture(s) as that step left them.
     """
-    channel = _channel_index(channel)
+    single = not isinstance(channel, (list, tuple))
+    channels = [_channel_index(c) for c in ([channel] if single else channel)]
+    if not channels:
+        raise ValueError("activation_maximisation got an empty list of channels; pass one "
+                         "channel index or a non-empty list of them.")
     size = _positive_int(size, "size (pixels)")
     steps = _positive_int(steps, "steps", minimum=0)
     name = layer_name(model, layer)
     ref = _model_tensor(model)
     device = ref.device if ref is not None else torch.device("cpu")
     rng = torch.Generator(device="cpu").manual_seed(seed)
+    # Every channel starts from the same seeded spectrum and sees the same transformations;
+    # Adam works element by element and each picture's loss is its own, so batching changes
+    # no picture.
     start = torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng, device="cpu") * 0.01
-    spectrum = start.to(device)
-    spectrum.requires_grad_(True)
+    spectrum = start.repeat(len(channels), 1, 1, 1, 1).to(device).requires_grad_(True)
     optimiser = torch.optim.Adam([spectrum], lr=lr)
     spec = _spec_of(model)
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
+    rows = torch.arange(len(channels), device=device)
+    index = torch.tensor(channels, device=device)
     with capture(model, name) as cap, _autograd():
-        for step in range(steps + 1):
-            picture = fourier_image(torch.view_as_complex(spectrum), size, size)
-            if step == steps:
-                break
-            cap.calls[name] = 0
-            model((_robust_transform(picture, rng) - mean) / std)
-            _check_ran(cap, name, model)
-            out = cap.outputs[name]
-            if out.dim() != 4 or not 0 <= channel < out.shape[1]:
-                raise ValueError(f"channel {channel} out of range for {name!r} with output "
-                                 f"{tuple(out.shape)}.")
+        picture = fourier_image(torch.view_as_complex(spectrum), size, size)
+        for step in range(1, steps + 1):
+            x = (_robust_transform(picture, rng) - mean) / std
+            if step == 1:
+                model(x)
+                _check_ran(cap, name, model)
+                out = cap.outputs[name]
+                bad = [c for c in channels if out.dim() != 4 or not 0 <= c < out.shape[1]]
+                if bad:
+                    raise ValueError(f"channel {bad[0]} out of range for {name!r} with output "
+                                     f"{tuple(out.shape)}.")
+            else:
+                with _stop_at(get_layer(model, name)):
+                    try:
+                        model(x)
+                    except _LayerReached:
+                        pass
             optimiser.zero_grad()
-            (-out[:, channel].mean()).backward()
+            (-cap.outputs[name][rows, index].mean((1, 2)).sum()).backward()
             optimiser.step()
+            picture = fourier_image(torch.view_as_complex(spectrum), size, size)
             if callback is not None:
-                callback(step + 1, picture.detach()[0].clone())
-    return picture.detach()[0]
+                done = picture.detach().clone()
+                callback(step, done[0] if single else done)
+    return picture.detach()[0] if single else picture.detach()
 
 
 def _spec_of(model: nn.Module):

@@ -1,6 +1,8 @@
 """The methods beyond the lecture (SmoothGrad, Integrated Gradients, occlusion, class
 visualisation, fooling images, activation maximisation): identities with known answers,
 independent reference computations, refusals, and the state guarantees of every method."""
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -205,12 +207,60 @@ def test_fourier_scale_is_one_over_frequency():
 def test_activation_maximisation_raises_the_channel(cnn):
     start, end = [], []
     picture = methods.activation_maximisation(
-        cnn, "stage4", 0, steps=64, callback=lambda step, p: (start if step == 1 else end).append(p))
+        cnn, "stage4", 0, callback=lambda step, p: (start if step == 1 else end).append(p))
     assert picture.shape == (3, 64, 64) and 0 <= picture.min() and picture.max() <= 1
+    assert len(end) == 15 and torch.equal(end[-1], picture)       # 16 steps by default
     with hooks.capture(cnn, "stage4") as cap, torch.no_grad():
         cnn(images.preprocess(torch.stack([start[0], picture]), cnn))
     first, last = cap.activations["stage4"][:, 0].mean((1, 2)).tolist()
     assert last > 4 * first > 0, (first, last)
+
+
+def test_activation_maximisation_of_many_channels_is_each_channel_alone(cnn):
+    """One batch for a list of channels gives each channel's own picture (notebook 03
+    precomputes every picture its panel can reach this way)."""
+    frames = []
+    together = methods.activation_maximisation(cnn, "stage3", [5, 0, 5], steps=6,
+                                               callback=lambda step, p: frames.append(p.shape))
+    alone = torch.stack([methods.activation_maximisation(cnn, "stage3", c, steps=6)
+                         for c in (5, 0, 5)])
+    assert together.shape == (3, 3, 64, 64) and frames == [(3, 3, 64, 64)] * 6
+    assert (together - alone).abs().max() < 1e-4
+    assert torch.equal(together[0], together[2]) and not torch.equal(together[0], together[1])
+    with pytest.raises(TypeError, match="int channel"):
+        methods.activation_maximisation(cnn, "stage3", [0, 1.5], steps=1)
+
+
+def test_activation_maximisation_stops_at_the_layer(cnn, monkeypatch):
+    """After the first step nothing past the layer runs, and stopping there changes no
+    picture (the layer's activation does not depend on what comes after it)."""
+    runs = []
+    handle = cnn.stage5.register_forward_hook(lambda *args: runs.append(1))
+    try:
+        stopped = methods.activation_maximisation(cnn, "stage3", [1, 2], steps=5)
+    finally:
+        handle.remove()
+    assert len(runs) == 1                       # the first, checking, step only
+    monkeypatch.setattr(methods, "_stop_at", lambda module: contextlib.nullcontext())
+    whole = methods.activation_maximisation(cnn, "stage3", [1, 2], steps=5)
+    assert torch.equal(stopped, whole)
+
+
+def test_activation_maximisation_refuses_a_layer_that_runs_twice():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.act = nn.ReLU()                     # used after both convolutions
+            self.input_spec = models.SHAPES_SPEC
+
+        def forward(self, x):
+            return self.act(self.conv2(self.act(self.conv1(x)))).mean((2, 3))
+
+    net = Twice()
+    with unchanged(net), pytest.raises(ValueError, match="runs 2 times"):
+        methods.activation_maximisation(net, "act", 0, size=16, steps=2)
+    assert hooks.count_hooks(net) == 0
 
 
 # -------------------------------------------------------------------- state guarantees
@@ -257,6 +307,8 @@ def test_optimised_images_leave_the_model_as_it_was(cnn):
     (lambda cnn, x: methods.occlusion(cnn, x, 0, stride=0), "stride"),
     (lambda cnn, x: methods.fooling_image(cnn, x, 0, lr=0), "lr"),
     (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", 999, steps=1), "out of range"),
+    (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", [0, 999], steps=1), "999 out of range"),
+    (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", [], steps=1), "empty"),
     (lambda cnn, x: methods.smoothgrad(cnn, x, 6), "out of range"),
 ])
 def test_misuse_is_refused_clearly(cnn, shapes_batch, call, problem):
