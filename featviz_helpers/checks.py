@@ -450,10 +450,7 @@ def hidden_check_saliency(fn, model: nn.Module, x: torch.Tensor) -> None:
     _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2]],
                  methods.saliency(model, x[:2], t[:2]), train=True,
                  hint="Switch to eval mode inside (BatchNorm must use its running statistics).")
-    resnet = _random_resnet18()
-    xr, tr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2)), torch.tensor([3, 7])
-    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn, [resnet, xr, tr],
-                 methods.saliency(resnet, xr, tr), train=True, hint=_SALIENCY_HINT)
+    _hidden_resnet_case(fn, methods.saliency, 2, hint=_SALIENCY_HINT)
     _passed("hidden tests of saliency.")
 
 
@@ -842,6 +839,15 @@ def _small_resnet_case(seed: int):
             torch.tensor([3, 7]))
 
 
+def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str) -> None:
+    """The hidden case most exercises share: ``fn(resnet, x, t, *extra)`` against the
+    library's ``method`` with the same arguments, on :func:`_small_resnet_case`'s ResNet-18
+    handed over in train mode."""
+    resnet, xr, tr = _small_resnet_case(seed)
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xr, tr, *extra], method(resnet, xr, tr, *extra), train=True, hint=hint)
+
+
 def _checked_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """``target`` as one class index per image of ``x``, checked against ``model``: (B,)."""
     with preserved_state(model):
@@ -893,10 +899,7 @@ def hidden_check_smoothgrad(fn, model: nn.Module, x: torch.Tensor) -> None:
     _hidden_case("targets other than the top-1, mixed, seed 3, noise 0.2", fn,
                  [model, x, t, 4, 0.2, 3], methods.smoothgrad(model, x, t, 4, 0.2, 3),
                  hint=_SMOOTHGRAD_HINT)
-    resnet, xr, tr = _small_resnet_case(21)
-    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
-                 [resnet, xr, tr, 5, 0.1, 1], methods.smoothgrad(resnet, xr, tr, 5, 0.1, 1),
-                 train=True, hint=_SMOOTHGRAD_HINT)
+    _hidden_resnet_case(fn, methods.smoothgrad, 21, 5, 0.1, 1, hint=_SMOOTHGRAD_HINT)
     _passed("hidden tests of SmoothGrad.")
 
 
@@ -939,11 +942,8 @@ def hidden_check_integrated_gradients(fn, model: nn.Module, x: torch.Tensor) -> 
     _hidden_case("targets other than the top-1, a baseline of each image's mean colour", fn,
                  [model, x, t, blurred, 5], methods.integrated_gradients(model, x, t, blurred, 5),
                  hint=_IG_HINT)
-    resnet, xr, tr = _small_resnet_case(22)
-    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
-                 [resnet, xr, tr, torch.zeros_like(xr), 6],
-                 methods.integrated_gradients(resnet, xr, tr, torch.zeros_like(xr), 6),
-                 train=True, hint=_IG_HINT)
+    _hidden_resnet_case(fn, methods.integrated_gradients, 22, torch.zeros(2, 3, 64, 64), 6,
+                        hint=_IG_HINT)
     _passed("hidden tests of Integrated Gradients.")
 
 
@@ -986,10 +986,7 @@ def hidden_check_ascent_step(fn, model: nn.Module, img: torch.Tensor) -> None:
     _hidden_case("two classes in one batch, from a noisy start, lr 2, λ 0.05", fn,
                  [model, start, t, 2.0, 0.05], methods.ascent_step(model, start, t, 2.0, 0.05),
                  hint=_ASCENT_HINT)
-    resnet, xr, tr = _small_resnet_case(23)
-    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
-                 [resnet, xr, tr, 0.5, 0.1], methods.ascent_step(resnet, xr, tr, 0.5, 0.1),
-                 train=True, hint=_ASCENT_HINT)
+    _hidden_resnet_case(fn, methods.ascent_step, 23, 0.5, 0.1, hint=_ASCENT_HINT)
     _passed("hidden tests of the ascent step.")
 
 
@@ -1125,8 +1122,5 @@ def hidden_check_occlusion(fn, model: nn.Module, x: torch.Tensor) -> None:
     _hidden_case("targets other than the top-1, window 20, stride 12 (needs the edge window)",
                  fn, [model, x, t, 20, 12], methods.occlusion(model, x, t, 20, 12),
                  hint=_OCCLUSION_HINT)
-    resnet, xr, tr = _small_resnet_case(24)
-    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
-                 [resnet, xr, tr, 16, 16], methods.occlusion(resnet, xr, tr, 16, 16),
-                 train=True, hint=_OCCLUSION_HINT)
+    _hidden_resnet_case(fn, methods.occlusion, 24, 16, 16, hint=_OCCLUSION_HINT)
     _passed("hidden tests of occlusion.")
