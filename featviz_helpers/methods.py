@@ -505,14 +505,16 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
 
 @library_copy
 def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, stride: int = 16,
-              fill: float = 0.0, batch_size: int = 64) -> torch.Tensor:
+              fill: float = 0.0, batch_size: int = 16) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014): (B,3,H,W) → (B,H,W).
 
     A ``window``×``window`` square of value ``fill`` (0 = the mean colour after
     normalisation) slides over the image with ``stride``; each position costs one forward
     pass. The drop of the target class's *probability*, p(x) − p(x with the square), is
     credited to every pixel under the square, and each pixel gets the mean over the windows
-    that cover it. Positive: hiding the pixel hurts the class. No gradients at all.
+    that cover it. Positive: hiding the pixel hurts the class. No gradients at all. The
+    occluded copies go through the model about ``batch_size`` images at a time (16: on a
+    2-core CPU at 224 px, chunks of 64 were 1.4–1.6× slower per image).
     """
     window = _positive_int(window, "window (the side of the square, in pixels)")
     stride = _positive_int(stride, "stride (pixels between window positions)")
