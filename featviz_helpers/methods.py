@@ -730,7 +730,7 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
     """What a channel wants to see (Olah, Mordvintsev & Schubert 2017, *Feature
     Visualization*): a picture (3,size,size) in [0,1] maximising the mean activation of
     ``channel`` at ``layer``. For a list of K channels: K pictures (K,3,size,size), one per
-    channel, optimised together in one batch, each equal to its own single-channel call.
+    channel, optimised together in one batch, each its own single-channel call (to round-off).
 
     The picture is :func:`fourier_image` of a spectrum (seeded from ``seed``) that Adam
     optimises, and each step the model sees it through a random :func:`_robust_transform`
