@@ -312,11 +312,14 @@ def ssim(a, b, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
     a, b = unit(a), unit(b)
     x = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
     g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    kernel = (g[:, None] * g[None, :] / g.sum() ** 2)[None, None]
-    blur = lambda m: F.conv2d(F.pad(m, [window // 2] * 4, mode="replicate"), kernel)
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2
-    cov = blur(a * b) - mu_a * mu_b
+    g = g / g.sum()
+    # The five local statistics in one pass, with the Gaussian applied as two 1-D passes
+    # (it is separable): the same numbers as one 2-D window, several times faster.
+    B = a.shape[0]
+    stack = F.pad(torch.cat([a, b, a * a, b * b, a * b]), [window // 2] * 4, mode="replicate")
+    stack = F.conv2d(F.conv2d(stack, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
+    mu_a, mu_b, aa, bb, ab = stack.split(B)
+    var_a, var_b, cov = aa - mu_a ** 2, bb - mu_b ** 2, ab - mu_a * mu_b
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
     return s.mean((1, 2, 3)).float()

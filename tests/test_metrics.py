@@ -153,3 +153,25 @@ def test_ssim_identities():
     assert (metrics.ssim(a, 1 - a) < 0).all()                       # inverted structure
     with pytest.raises(ValueError, match="ssim needs"):
         metrics.ssim(a, a[0])
+
+
+def test_ssim_equals_the_formula_with_a_direct_2d_window():
+    """Wang et al.'s SSIM written out term by term, one 7×7 Gaussian window per statistic
+    (replicate padding), on maps of two sizes: the library's separable version must agree."""
+    g = torch.Generator().manual_seed(1)
+    for shape in [(2, 12, 12), (3, 31, 20)]:
+        a, b = torch.rand(shape, generator=g), torch.rand(shape, generator=g) ** 3
+        x = torch.arange(7, dtype=torch.float64) - 3
+        w = torch.exp(-x ** 2 / (2 * 1.5 ** 2))
+        window = (w[:, None] * w[None, :] / w.sum() ** 2)[None, None]
+        local = lambda m: torch.nn.functional.conv2d(
+            torch.nn.functional.pad(m[:, None], [3] * 4, mode="replicate"), window)[:, 0]
+        unit = lambda m: (m - m.amin((1, 2), keepdim=True)) / (
+            m.amax((1, 2), keepdim=True) - m.amin((1, 2), keepdim=True))
+        p, q = unit(a.double()), unit(b.double())
+        mp, mq = local(p), local(q)
+        vp, vq, cpq = local(p * p) - mp ** 2, local(q * q) - mq ** 2, local(p * q) - mp * mq
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        ref = (((2 * mp * mq + c1) * (2 * cpq + c2)) /
+               ((mp ** 2 + mq ** 2 + c1) * (vp + vq + c2))).mean((1, 2))
+        assert torch.allclose(metrics.ssim(a, b).double(), ref, atol=1e-6)
