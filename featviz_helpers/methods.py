@@ -20,7 +20,7 @@ from torch import nn
 
 from .hooks import LayerCapture, capture, preserved_state, relu_backward_rule
 from .library_guard import library_copy
-from .models import gap_fc_head, get_layer, layer_name
+from .models import gap_fc_head, layer_name
 
 __all__ = ["as_targets", "class_scores", "saliency", "guided_backprop", "neuron_guided_backprop",
            "cam", "cam_from_features", "grad_cam", "guided_grad_cam", "vit_attention", "attention_rollout",
@@ -774,7 +774,7 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
                     raise ValueError(f"channel {bad[0]} out of range for {name!r} with output "
                                      f"{tuple(out.shape)}.")
             else:
-                with _stop_at(get_layer(model, name)):
+                with _stop_at(cap.layers[name]):      # the module capture already found
                     try:
                         model(x)
                     except _LayerReached:
