@@ -9,8 +9,14 @@ image, shape (B,). Maps are bilinearly upsampled to the mask's (or image's) size
   *RISE*, 2018): delete (or insert) pixels in the map's order and watch the class probability.
 * Agreement between two maps: :func:`spearman` rank correlation and :func:`ssim`, structural
   similarity (Adebayo et al. 2018 report both for their sanity checks).
+* Comparing methods scored on the same images: :func:`paired_difference` (mean difference and
+  its standard error), :func:`top_tier` (the best method and those it cannot be told apart
+  from), and :func:`format_table`, which prints mean ± standard error and marks the top tier.
 """
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +42,13 @@ __all__ = [
     "spearman",
     "ssim",
     "LOCALISATION_METRICS",
+    "HIGHER_IS_BETTER",
+    "localisation_scores",
     "localisation_table",
+    "mean_and_se",
+    "PairedDifference",
+    "paired_difference",
+    "top_tier",
     "format_table",
 ]
 
@@ -268,27 +280,141 @@ def spearman(a, b, absolute: bool = False) -> torch.Tensor:
 LOCALISATION_METRICS = {"pointing game": pointing_game, "energy in mask": energy_in_mask,
                         "box IoU": box_iou}
 
+#: Which way each score points; :func:`format_table` reads it to find each column's best row.
+HIGHER_IS_BETTER = {"pointing game": True, "energy in mask": True, "box IoU": True,
+                    "deletion AUC": False, "insertion AUC": True}
 
-def localisation_table(maps_by_name: dict, masks) -> dict[str, dict[str, float]]:
-    """Mean pointing game, energy in mask and box IoU for each named set of maps (B,h,w).
 
-    A last row, "chance (constant map)", scores a constant map on the same masks.
+def localisation_scores(maps_by_name: dict, masks) -> dict[str, dict[str, torch.Tensor]]:
+    """Per-image pointing game, energy in mask and box IoU for each named set of maps (B,h,w).
+
+    Returns {name: {metric: (B,) tensor}}, the rows in the order given, then a last row,
+    "chance (constant map)", that scores a constant map on the same masks. Keeping the
+    per-image scores lets :func:`format_table` give each mean its standard error and
+    compare methods image by image (:func:`paired_difference`).
     """
     masks = torch.as_tensor(masks)
     rows = dict(maps_by_name)
     rows["chance (constant map)"] = torch.ones(masks.shape[0], 8, 8, device="cpu")
-    return {name: {metric: fn(maps, masks).mean().item()
-                   for metric, fn in LOCALISATION_METRICS.items()}
+    return {name: {metric: fn(maps, masks) for metric, fn in LOCALISATION_METRICS.items()}
             for name, maps in rows.items()}
 
 
-def format_table(table: dict[str, dict[str, float]]) -> str:
-    """A table from :func:`localisation_table` as aligned text."""
+def localisation_table(maps_by_name: dict, masks) -> dict[str, dict[str, float]]:
+    """The means of :func:`localisation_scores`: {name: {metric: float}}."""
+    return {name: {metric: values.mean().item() for metric, values in row.items()}
+            for name, row in localisation_scores(maps_by_name, masks).items()}
+
+
+def _per_image(values) -> torch.Tensor:
+    values = torch.as_tensor(values, dtype=torch.float64, device="cpu").detach()
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(f"scores must be one value per image, a non-empty 1-D tensor; got shape "
+                         f"{tuple(values.shape)}.")
+    return values
+
+
+def mean_and_se(values) -> tuple[float, float]:
+    """Mean of per-image scores (n,) and its standard error, std(ddof=1)/√n.
+
+    The standard error is NaN for a single image: one value says nothing about the spread.
+    """
+    values = _per_image(values)
+    n = values.numel()
+    se = (values.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else float("nan")
+    return values.mean().item(), se
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Two methods scored on the same n images: the mean of the per-image differences a − b,
+    its standard error, and whether the two are tied (|difference| ≤ z · standard error)."""
+    difference: float
+    se: float
+    n: int
+    z: float = 2.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """difference ± z · standard error (z = 2: about 95 % under a normal approximation)."""
+        return self.difference - self.z * self.se, self.difference + self.z * self.se
+
+    @property
+    def tied(self) -> bool:
+        """True when the data cannot tell the two apart: the interval contains 0. Identical
+        scores on every image are a tie; with one image (no standard error) every pair is."""
+        if self.difference == 0 or math.isnan(self.se):
+            return True
+        return abs(self.difference) <= self.z * self.se
+
+
+def paired_difference(a, b, z: float = 2.0) -> PairedDifference:
+    """Compare two methods' per-image scores a, b (n,) on the same images.
+
+    Pairing removes what the images share (a hard image is hard for every method), so it is
+    far more sensitive than comparing the two means with their separate standard errors. The
+    standard error of the mean difference is std(a − b, ddof=1)/√n.
+    """
+    a, b = _per_image(a), _per_image(b)
+    if a.shape != b.shape:
+        raise ValueError(f"a paired comparison needs both methods scored on the same images; got "
+                         f"{a.numel()} and {b.numel()} scores.")
+    mean, se = mean_and_se(a - b)
+    return PairedDifference(mean, se, a.numel(), z)
+
+
+def top_tier(scores: dict, higher_is_better: bool = True, z: float = 2.0) -> list[str]:
+    """The best method by mean score and every method tied with it (:func:`paired_difference`).
+
+    ``scores`` is {name: (n,) per-image scores on the same images}. Returns the names in the
+    order given. Report a ranking as this tier, not as a first place: inside it the order is
+    noise.
+    """
+    means = {name: _per_image(v).mean().item() for name, v in scores.items()}
+    best = (max if higher_is_better else min)(means, key=means.get)
+    return [name for name, v in scores.items()
+            if name == best or paired_difference(v, scores[best], z).tied]
+
+
+def format_table(table: dict, higher_is_better: dict | None = None, z: float = 2.0) -> str:
+    """A {name: {column: scores}} table as aligned text.
+
+    With per-image scores (1-D tensors, e.g. from :func:`localisation_scores`) each cell is
+    mean ± standard error, and a * marks each column's top tier (:func:`top_tier`): the best
+    row and the rows whose paired difference to it is within z standard errors. Which way is
+    better comes from ``higher_is_better`` ({column: bool}), then :data:`HIGHER_IS_BETTER`
+    (a column named like "deletion AUC ↓" counts as "deletion AUC"), else higher. A row whose
+    name starts with "chance" or "random" is a reference and is never marked. Plain numbers
+    are printed as they are.
+    """
     columns = list(next(iter(table.values())))
     width = max(len(name) for name in table) + 2
-    lines = [" " * width + "".join(f"{c:>16s}" for c in columns)]
-    lines += [f"{name:{width}s}" + "".join(f"{row[c]:16.3f}" for c in columns)
-              for name, row in table.items()]
+    per_image = all(isinstance(v, torch.Tensor) and v.dim() == 1
+                    for row in table.values() for v in row.values())
+    if not per_image:
+        lines = [" " * width + "".join(f"{c:>16s}" for c in columns)]
+        lines += [f"{name:{width}s}" + "".join(f"{row[c]:16.3f}" for c in columns)
+                  for name, row in table.items()]
+        return "\n".join(lines)
+
+    direction = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
+    compared = [n for n in table if not n.lower().startswith(("chance", "random"))]
+    marked = {}
+    for c in columns:
+        key = c.rstrip(" ↑↓")
+        tier = top_tier({n: table[n][c] for n in compared}, direction.get(key, True), z) if compared else []
+        marked[c] = set(tier)
+    cell = 20
+    lines = [" " * width + "".join(f"{c:>{cell}s}" for c in columns)]
+    for name, row in table.items():
+        text = ""
+        for c in columns:
+            mean, se = mean_and_se(row[c])
+            text += f"{mean:.3f} ± {se:.3f} {'*' if name in marked[c] else ' '}".rjust(cell)
+        lines.append(f"{name:{width}s}" + text)
+    n = len(next(iter(table.values()))[columns[0]])
+    lines.append(f"mean ± standard error over {n} images; * = the column's best and every row "
+                 f"within {z:g} standard errors of it (paired): a tie")
     return "\n".join(lines)
 
 

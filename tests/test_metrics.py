@@ -1,4 +1,6 @@
 """metrics on hand-built maps: oracles score 1, constants score chance, boxes are exact."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -175,3 +177,62 @@ def test_ssim_equals_the_formula_with_a_direct_2d_window():
         ref = (((2 * mp * mq + c1) * (2 * cpq + c2)) /
                ((mp ** 2 + mq ** 2 + c1) * (vp + vq + c2))).mean((1, 2))
         assert torch.allclose(metrics.ssim(a, b).double(), ref, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- paired comparisons
+
+def test_mean_and_se_by_hand():
+    mean, se = metrics.mean_and_se(torch.tensor([1.0, 2.0, 3.0, 6.0]))
+    # mean 3; deviations -2,-1,0,3 -> sum of squares 14, sample variance 14/3, se = sqrt(14/3)/2
+    assert mean == pytest.approx(3.0)
+    assert se == pytest.approx((14 / 3) ** 0.5 / 2)
+    assert math.isnan(metrics.mean_and_se(torch.tensor([0.5]))[1])
+
+
+def test_paired_difference_by_hand():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    b = torch.tensor([0.0, 2.0, 1.0, 1.0])
+    # differences 1, 0, 2, 3: mean 1.5, deviations -.5,-1.5,.5,1.5 -> variance 5/3, se sqrt(5/3)/2
+    d = metrics.paired_difference(a, b)
+    assert d.difference == pytest.approx(1.5) and d.n == 4
+    assert d.se == pytest.approx((5 / 3) ** 0.5 / 2)
+    assert d.interval == pytest.approx((1.5 - 2 * d.se, 1.5 + 2 * d.se))
+    assert not d.tied                               # 1.5 > 2 * 0.645
+    assert metrics.paired_difference(a, b, z=3.0).tied  # 1.5 <= 3 * 0.645
+    # Pairing matters: a constant offset on varied images is no tie, though the two means'
+    # own standard errors overlap widely.
+    base = torch.tensor([0.1, 0.9, 0.4, 0.7, 0.2])
+    assert not metrics.paired_difference(base + 0.01, base + torch.tensor([0.0, 0.001, 0.0, 0.0, 0.001])).tied
+    assert metrics.paired_difference(base, base).tied          # identical scores: a tie
+    with pytest.raises(ValueError, match="same images"):
+        metrics.paired_difference(a, b[:3])
+    with pytest.raises(ValueError, match="one value per image"):
+        metrics.paired_difference(torch.ones(2, 2), torch.ones(2, 2))
+
+
+def test_top_tier_reports_ties_not_a_first_place():
+    scores = {"a": torch.tensor([1.0, 1.0, 0.0, 1.0]),
+              "b": torch.tensor([1.0, 1.0, 0.0, 1.0]),          # identical to a: tied
+              "c": torch.tensor([0.0, 0.0, 0.0, 0.0])}
+    assert metrics.top_tier(scores) == ["a", "b"]
+    assert metrics.top_tier({"b": scores["b"], "a": scores["a"]}) == ["b", "a"]  # order-free
+    assert metrics.top_tier(scores, higher_is_better=False) == ["c"]
+
+
+def test_format_table_with_per_image_scores_marks_the_top_tier(world):
+    _, masks = world
+    scores = metrics.localisation_scores({"oracle": masks.float(), "inverse": (~masks).float()}, masks)
+    assert list(scores) == ["oracle", "inverse", "chance (constant map)"]
+    assert scores["oracle"]["pointing game"].shape == (masks.shape[0],)
+    means = metrics.localisation_table({"oracle": masks.float(), "inverse": (~masks).float()}, masks)
+    assert means["oracle"]["box IoU"] == pytest.approx(scores["oracle"]["box IoU"].mean().item())
+    text = metrics.format_table(scores)
+    oracle = next(line for line in text.splitlines() if line.startswith("oracle"))
+    inverse = next(line for line in text.splitlines() if line.startswith("inverse"))
+    assert "1.000 ± 0.000 *" in oracle and "*" not in inverse and "±" in inverse
+    assert "standard error" in text.splitlines()[-1]
+    # Lower is better for a deletion AUC column, read from its name.
+    faith = {"m": {"deletion AUC ↓": torch.tensor([0.1, 0.2, 0.1])},
+             "n": {"deletion AUC ↓": torch.tensor([0.5, 0.6, 0.7])}}
+    lines = metrics.format_table(faith).splitlines()
+    assert lines[1].rstrip().endswith("*") and not lines[2].rstrip().endswith("*")
