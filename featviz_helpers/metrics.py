@@ -7,6 +7,8 @@ image, shape (B,). Maps are bilinearly upsampled to the mask's (or image's) size
   :func:`box_iou` (the CAM paper's box protocol; :func:`cam_boxes` gives the boxes).
 * Faithfulness to the model: :func:`deletion_auc`, :func:`insertion_auc` (Petsiuk et al.,
   *RISE*, 2018): delete (or insert) pixels in the map's order and watch the class probability.
+* Attributions that should add up: :func:`completeness_error` (Integrated Gradients'
+  completeness axiom, Sundararajan et al. 2017).
 * Agreement between two maps: :func:`spearman` rank correlation and :func:`ssim`, structural
   similarity (Adebayo et al. 2018 report both for their sanity checks).
 * Comparing methods scored on the same images: :func:`paired_difference` (mean difference and
@@ -39,6 +41,7 @@ __all__ = [
     "insertion_auc",
     "auc",
     "BASELINES",
+    "completeness_error",
     "spearman",
     "ssim",
     "LOCALISATION_METRICS",
@@ -166,7 +169,9 @@ BASELINES = ("zeros", "blur")
 def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
     """The image a deleted pixel takes, or an inserted one starts from: (B,C,H,W).
 
-    ``"zeros"``: 0 in the normalised input, i.e. the dataset's mean colour. ``"blur"``: the
+    ``"zeros"``: 0 in the normalised input, i.e. the colour the model's preprocessing
+    subtracts (``model.input_spec.mean``: mid-grey 127/255 for Lite0, 0.5 grey for the shapes
+    models, ImageNet's mean colour for torchvision's models). ``"blur"``: the
     image under a Gaussian blur (11×11 kernel, σ = 5 pixels), RISE's insertion start.
     A tensor broadcastable to ``x`` is used as given.
     """
@@ -210,8 +215,9 @@ def deletion_curve(model, x, maps, target, steps: int = 20, baseline="zeros") ->
     """P(target) as the map's most important pixels are replaced by ``baseline``: (B, steps+1).
 
     ``x`` is the preprocessed batch. As in RISE, deleted pixels become a constant: by default
-    0 after normalisation, the dataset's mean colour (see :data:`BASELINES`; a tensor works
-    too). Column k has the top k/steps of the pixels deleted.
+    0 after normalisation, the colour the preprocessing subtracts (mid-grey for Lite0; see
+    :func:`_baseline` and :data:`BASELINES`; a tensor works too). Column k has the top
+    k/steps of the pixels deleted.
     """
     with preserved_state(model):
         return _probability_curve(model, x, maps, target, steps, baseline, insert=False)
@@ -222,7 +228,7 @@ def insertion_curve(model, x, maps, target, steps: int = 20, baseline="blur") ->
 
     The default start is RISE's: a blurred copy of the image (``"blur"``), so that inserting
     pixels adds detail rather than sharp edges against a flat canvas; ``"zeros"`` starts from
-    the mean colour instead. Column k has the top k/steps of the pixels restored.
+    0 after normalisation (the colour the preprocessing subtracts) instead. Column k has the top k/steps of the pixels restored.
     """
     with preserved_state(model):
         return _probability_curve(model, x, maps, target, steps, baseline, insert=True)
@@ -241,6 +247,35 @@ def deletion_auc(model, x, maps, target, steps: int = 20, baseline="zeros") -> t
 def insertion_auc(model, x, maps, target, steps: int = 20, baseline="blur") -> torch.Tensor:
     """Area under :func:`insertion_curve` (higher is better): (B,)."""
     return auc(insertion_curve(model, x, maps, target, steps, baseline))
+
+
+# ---------------------------------------------------------------------- completeness
+
+@torch.no_grad()
+def completeness_error(model, x, target, attributions, baseline=None) -> torch.Tensor:
+    """How far attributions (B,C,H,W) are from adding up to S_c(x) − S_c(x'): (B,).
+
+    Integrated Gradients' completeness axiom (Sundararajan, Taly & Yan 2017, notebook 02 §10)
+    says Σ_i IG_i = S_c(x) − S_c(x'), S_c the target logit and x' the baseline (default 0
+    after normalisation, as in :func:`methods.integrated_gradients`). The Riemann sum meets
+    it only approximately; this returns |Σ_i attr_i − (S_c(x) − S_c(x'))| / |S_c(x) − S_c(x')|
+    per image, the relative error the paper uses to choose the number of steps (it suggests
+    within 5 %). Captum returns the unscaled difference as its "convergence delta".
+    """
+    with preserved_state(model):
+        model.eval()
+        start = (torch.zeros_like(x) if baseline is None
+                 else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x))
+        logits = model(x)
+        t = as_targets(target, x.shape[0], logits.shape[1]).to(x.device)[:, None]
+        gap = logits.gather(1, t)[:, 0] - model(start).gather(1, t)[:, 0]
+    attributions = torch.as_tensor(attributions)
+    if attributions.shape != x.shape:
+        raise ValueError(f"attributions must have the input's shape {tuple(x.shape)} (one value "
+                         f"per input element, as Integrated Gradients gives); got "
+                         f"{tuple(attributions.shape)}.")
+    total = attributions.flatten(1).sum(1).to(gap.dtype)
+    return ((total - gap).abs() / gap.abs().clamp_min(1e-12)).cpu()
 
 
 # ---------------------------------------------------------------------- agreement

@@ -236,3 +236,25 @@ def test_format_table_with_per_image_scores_marks_the_top_tier(world):
              "n": {"deletion AUC ↓": torch.tensor([0.5, 0.6, 0.7])}}
     lines = metrics.format_table(faith).splitlines()
     assert lines[1].rstrip().endswith("*") and not lines[2].rstrip().endswith("*")
+
+
+def test_completeness_error_by_hand():
+    # A linear model: S_c(x) = w_c · x. IG is exact at any step count, and an attribution of
+    # w·x split any way over the pixels adds up; one off by 0.5 is 0.5/|gap| off.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).eval()
+    x = torch.randn(2, 3, 2, 2)
+    w = model[1].weight.detach()
+    target = torch.tensor([0, 2])
+    exact = x * w[target].view(2, 3, 2, 2)
+    gap = (exact.flatten(1).sum(1))
+    assert metrics.completeness_error(model, x, target, exact).abs().max() < 1e-5
+    off = exact.clone()
+    off[:, 0, 0, 0] += 0.5
+    assert metrics.completeness_error(model, x, target, off) == pytest.approx((0.5 / gap.abs()).tolist(), rel=1e-4)
+    from featviz_helpers import methods
+    ig = methods.integrated_gradients(model, x, target, steps=3)
+    assert metrics.completeness_error(model, x, target, ig).max() < 1e-5
+    assert model.training is False
+    with pytest.raises(ValueError, match="input's shape"):
+        metrics.completeness_error(model, x, target, exact[:, 0])
