@@ -6,8 +6,9 @@ the notebooks call it on what they computed, and :data:`FIGURES` pairs each one 
 ``make_*`` function that computes the same data with the library copies, for the command.
 The command writes every figure as PNG and PDF and a ``manifest.json`` saying, per figure,
 its caption, which figure of CS231n 2025 Lecture 9 ("Visualizing and Understanding") it
-reproduces, the model and the notebook section. Figures that need torchvision weights that
-are not cached are listed as skipped, with the reason.
+reproduces, the model, the notebook section and the drawing function that both use
+(:attr:`Figure.draw`). Figures that need torchvision weights that are not cached are listed
+as skipped, with the reason.
 """
 from __future__ import annotations
 
@@ -152,8 +153,9 @@ def draw_class_visualisations(pictures, titles, size: float = 2.6):
 
 
 def draw_fooling(original: np.ndarray, fooled: np.ndarray, labels, magnify: float = 10.0):
-    """A photo, its fooling image and the change between them (H,W,3 in [0,1]); the change
-    is shown ``magnify`` times larger around grey, so 0 is grey."""
+    """A photo, the adversarial example made from it (the lecture's "fooling image") and the
+    change between them (H,W,3 in [0,1]); the change is shown ``magnify`` times larger around
+    grey, so 0 is grey."""
     change = fooled - original
     fig, axes = viz.panels(3, size=3.2)
     panels = [(original, f"original: {labels[0]}"), (fooled, f"changed: {labels[1]}"),
@@ -175,6 +177,7 @@ class Figure:
     model: str
     notebook: str         # notebook and section where the same drawing function is used
     make: Callable        # (context) -> figure, or (figure, note); raises Skipped to skip
+    draw: Callable        # the draw_* function that ``make`` and the notebook section both call
 
 
 class Skipped(Exception):
@@ -414,54 +417,65 @@ FIGURES = [
     Figure("first_layer_filters", "First-layer filters of EfficientNet-Lite0 (3×3) and of "
            "shapes_cnn (7×7), trained and at initialisation, each filter min–max normalised.",
            "First layer: visualize filters (AlexNet, ResNet-18/101, DenseNet-121 filter grids)",
-           "efficientnet_lite0, shapes_cnn", "01 §2 (shapes_cnn)", make_first_layer),
+           "efficientnet_lite0, shapes_cnn", "01 §2 (shapes_cnn)", make_first_layer,
+           draw_filter_grids),
     Figure("zoo_first_layers", "First-layer filters of AlexNet, ResNet-18, ResNet-101 and "
            "DenseNet-121 (torchvision's ImageNet weights; those in the local cache).",
            "First layer: visualize filters (AlexNet, ResNet-18/101, DenseNet-121 filter grids)",
-           "alexnet, resnet18, resnet101, densenet121", "01 §5", make_zoo_first_layers),
+           "alexnet, resnet18, resnet101, densenet121", "01 §5", make_zoo_first_layers,
+           draw_filter_grids),
     Figure("saliency_maps", "Gradient saliency max_c |∂S_c/∂x| of each photo's top-1 class, "
            "clipped at the 99th percentile.",
            "Saliency maps via backprop (Simonyan et al. 2014)", "efficientnet_lite0",
-           "02 §6", make_saliency),
-    Figure("class_visualisations", "Class model visualisation: 60 steps of gradient ascent "
-           "on the logit from a blank 128 px image, with L2 decay, jitter and periodic blur "
-           "(Yosinski et al. 2015).",
-           "Visualizing CNN features: gradient ascent (Simonyan et al. 2014; Yosinski et al. 2015)",
-           "efficientnet_lite0", "02 §11", make_class_visualisations),
-    Figure("fooling_image", "A fooling image: chelsea after the fewest normalised gradient "
-           "steps (L2 length 0.25 each) that make the network say goldfish, and the change × 10.",
-           "Fooling images / adversarial examples (Szegedy et al. 2014)", "efficientnet_lite0",
-           "02 §12", make_fooling),
+           "02 §6", make_saliency, draw_maps),
+    Figure("class_visualisations", "Class model visualisation (Simonyan et al. 2014): 60 steps "
+           "of gradient ascent on the logit from a blank 128 px image, with L2 decay and a "
+           "periodic Gaussian blur (two of the regularisers of Yosinski et al. 2015, who also "
+           "clip pixels of small norm or small contribution) and random jitter (from "
+           "Mordvintsev, Olah & Tyka's DeepDream, 2015).",
+           "Visualizing CNN features: gradient ascent (Simonyan et al. 2014), with the "
+           "regularisers of Yosinski et al. 2015",
+           "efficientnet_lite0", "02 §11", make_class_visualisations, draw_class_visualisations),
+    Figure("fooling_image", "An adversarial example (Szegedy et al. 2014, who searched with "
+           "box-constrained L-BFGS; here, the lecture's recipe of repeated gradient steps): "
+           "chelsea after normalised gradient steps on the goldfish logit (L2 length 0.25 "
+           "each), stopped as soon as the network says goldfish, and the change × 10. The "
+           "file keeps the lecture's title; Nguyen, Yosinski & Clune (2015) use \"fooling "
+           "images\" for unrecognisable images that a network classifies confidently.",
+           "Fooling images / adversarial examples: a photo changed slightly until the network "
+           "misreads it (Szegedy et al. 2014)", "efficientnet_lite0",
+           "02 §12", make_fooling, draw_fooling),
     Figure("relu_backward_example", "The three ReLU backward rules on the lecture's 3×3 "
            "example: standard g·1[x>0], deconvnet g·1[g>0], guided g·1[x>0]·1[g>0].",
            "Intermediate features via (guided) backprop: ReLU forward and backward tables",
-           "none", "03 §1", make_relu_example),
+           "none", "03 §1", make_relu_example, draw_relu_example),
     Figure("relu_rules", "Input gradients of the top-1 class by the standard, deconvnet and "
            "guided rules (signed RGB, grey = 0).",
            "Intermediate features via guided backprop (Springenberg et al. 2015)",
-           "efficientnet_lite0", "03 §3", make_relu_rules),
+           "efficientnet_lite0", "03 §3", make_relu_rules, draw_gradients),
     Figure("neuron_patches", "What one intermediate neuron looks for: a picture optimised "
            "to excite it (Fourier parametrisation, decorrelated colour, transformation "
            "robustness; Olah et al. 2017), its six strongest patches over 384 shapes images, "
            "cropped to its receptive field, and guided backprop from its peak.",
            "Intermediate features via (guided) backprop: maximally activating patches",
-           "shapes_cnn", "03 §4", make_neurons),
+           "shapes_cnn", "03 §4", make_neurons, draw_neuron),
     Figure("cam", "Class activation maps of each photo's top-1 class with the CAM paper's "
            "box (20% of the maximum, largest component).",
            "Class Activation Mapping (Zhou et al. 2016)", "efficientnet_lite0", "04 §4",
-           make_cam),
+           make_cam, draw_maps),
     Figure("grad_cam_two_classes", "Grad-CAM, guided backprop and Guided Grad-CAM at the last "
            "conv layer for the cat class and for espresso on the same photo.",
            "Grad-CAM: class-discriminative maps (cat vs dog), Guided Grad-CAM",
-           "efficientnet_lite0", "05 §7", make_grad_cam),
+           "efficientnet_lite0", "05 §7", make_grad_cam, draw_grad_cam_pair),
     Figure("vit_attention_heads", "[CLS] attention to the patches, for every layer and head "
            "of the shapes ViT.", "ViT: attention maps of the [CLS] token", "shapes_vit",
-           "06 §2", make_vit_heads),
+           "06 §2", make_vit_heads, draw_attention_heads),
     Figure("vit_rollout", "Attention rollout (Abnar & Zuidema 2020) of the shapes ViT: "
            "[CLS]'s row over the patches.", "ViT: attention rollout", "shapes_vit", "06 §3",
-           make_vit_rollout),
+           make_vit_rollout, draw_maps),
     Figure("vit_b16_rollout", "Attention rollout of torchvision's ViT-B/16 on photos.",
-           "ViT: attention maps on ImageNet photos", "vit_b_16", "06 §6", make_vit_b16),
+           "ViT: attention maps on ImageNet photos", "vit_b_16", "06 §6", make_vit_b16,
+           draw_maps),
 ]
 
 
@@ -494,7 +508,8 @@ def make_all(out: Path, only: list[str] | None = None, progress: bool = True) ->
         for figure in tqdm(chosen, desc="figures", unit="figure", disable=not progress):
             entry = {"name": figure.name, "caption": figure.caption,
                      "lecture_figure": figure.lecture, "model": figure.model,
-                     "notebook_section": figure.notebook}
+                     "notebook_section": figure.notebook,
+                     "drawing_function": f"featviz_helpers.figures.{figure.draw.__name__}"}
             try:
                 made = figure.make(ctx)
             except Skipped as why:

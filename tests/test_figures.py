@@ -40,8 +40,10 @@ def test_every_figure_made_or_skipped_with_a_reason(tmp_path, offline_env):
     assert set(made) | set(skipped) == {f.name for f in figures.FIGURES}
     assert set(skipped) == {"zoo_first_layers", "vit_b16_rollout"}
     assert all("not cached" in e["reason"] and "load_model" in e["reason"] for e in skipped.values())
+    draws = {f.name: f"featviz_helpers.figures.{f.draw.__name__}" for f in figures.FIGURES}
     for entry in made.values():
         assert entry["caption"] and entry["lecture_figure"] and entry["model"]
+        assert entry["drawing_function"] == draws[entry["name"]]
         assert entry["notebook_section"][:2] in {"01", "02", "03", "04", "05", "06"}
         assert entry["files"] == [f"{entry['name']}.png", f"{entry['name']}.pdf"]
         for name in entry["files"]:
