@@ -40,6 +40,7 @@ __all__ = [
     "deletion_auc",
     "insertion_auc",
     "auc",
+    "faithfulness_scores",
     "BASELINES",
     "completeness_error",
     "spearman",
@@ -198,7 +199,9 @@ def _probability_curve(model, x, maps, target, steps, baseline, insert):
         raise ValueError(f"{maps.shape[0]} maps for {B} images: pass one map per image of x.")
     t = as_targets(target, B, model(x[:1]).shape[1]).to(x.device)
     start = _baseline(x, baseline)
-    order = maps.flatten(1).argsort(1, descending=True)  # most important first
+    # Most important first; a stable sort takes pixels the map ties (an occlusion map is flat
+    # over each window) in raster order, so the curve does not depend on the sort kernel.
+    order = maps.flatten(1).argsort(1, descending=True, stable=True)
     curve = []
     for k in range(steps + 1):
         n = round(k * H * W / steps)
@@ -247,6 +250,23 @@ def deletion_auc(model, x, maps, target, steps: int = 20, baseline="zeros") -> t
 def insertion_auc(model, x, maps, target, steps: int = 20, baseline="blur") -> torch.Tensor:
     """Area under :func:`insertion_curve` (higher is better): (B,)."""
     return auc(insertion_curve(model, x, maps, target, steps, baseline))
+
+
+def faithfulness_scores(model, x, maps_by_name: dict, target, steps: int = 20):
+    """Deletion and insertion (default baselines) for each named set of maps of the same images.
+
+    Returns ``(scores, curves)``: ``scores`` is {name: {"deletion AUC": (B,), "insertion AUC":
+    (B,)}}, per image, ready for :func:`format_table` and :func:`top_tier`; ``curves`` is
+    {name: {"deletion": (steps+1,), "insertion": (steps+1,)}}, the mean curves, for plotting.
+    Notebook 05 §11.
+    """
+    scores, curves = {}, {}
+    for name, maps in maps_by_name.items():
+        deletion = deletion_curve(model, x, maps, target, steps)
+        insertion = insertion_curve(model, x, maps, target, steps)
+        scores[name] = {"deletion AUC": auc(deletion), "insertion AUC": auc(insertion)}
+        curves[name] = {"deletion": deletion.mean(0), "insertion": insertion.mean(0)}
+    return scores, curves
 
 
 # ---------------------------------------------------------------------- completeness
@@ -434,11 +454,11 @@ def format_table(table: dict, higher_is_better: dict | None = None, z: float = 2
 
     direction = {**HIGHER_IS_BETTER, **(higher_is_better or {})}
     compared = [n for n in table if not n.lower().startswith(("chance", "random"))]
-    marked = {}
-    for c in columns:
-        key = c.rstrip(" ↑↓")
-        tier = top_tier({n: table[n][c] for n in compared}, direction.get(key, True), z) if compared else []
-        marked[c] = set(tier)
+    marked = {c: set() for c in columns}
+    if len(compared) > 1:                  # one method alone has nothing to be tied with
+        for c in columns:
+            marked[c] = set(top_tier({n: table[n][c] for n in compared},
+                                     direction.get(c.rstrip(" ↑↓"), True), z))
     cell = 20
     lines = [" " * width + "".join(f"{c:>{cell}s}" for c in columns)]
     for name, row in table.items():
@@ -448,8 +468,9 @@ def format_table(table: dict, higher_is_better: dict | None = None, z: float = 2
             text += f"{mean:.3f} ± {se:.3f} {'*' if name in marked[c] else ' '}".rjust(cell)
         lines.append(f"{name:{width}s}" + text)
     n = len(next(iter(table.values()))[columns[0]])
-    lines.append(f"mean ± standard error over {n} images; * = the column's best and every row "
-                 f"within {z:g} standard errors of it (paired): a tie")
+    lines.append(f"mean ± standard error over {n} images"
+                 + (f"; * = the column's best and every row within {z:g} standard errors of it "
+                    f"(paired): a tie" if len(compared) > 1 else ""))
     return "\n".join(lines)
 
 

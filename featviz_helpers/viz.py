@@ -234,14 +234,24 @@ def panels(n: int, ncols: int | None = None, size: float = 3.0):
     return fig, axes[:n]
 
 
-def bar_chart(table: dict[str, dict[str, float]], ax=None, ylim=(0, 1)):
-    """Grouped bars for a {row: {column: value}} table: one group per column, one bar per row."""
+def bar_chart(table: dict, ax=None, ylim=(0, 1)):
+    """Grouped bars for a {row: {column: value}} table: one group per column, one bar per row.
+
+    Values are numbers, or per-image scores (1-D tensors, as from
+    :func:`metrics.localisation_scores`): then each bar is the mean with ± one standard error.
+    """
+    from .metrics import mean_and_se      # metrics imports viz: import here, not at the top
+
     ax = ax or plt.subplots(figsize=(9, 3.5))[1]
     columns = list(next(iter(table.values())))
     width = 0.8 / len(table)
     for n, (name, row) in enumerate(table.items()):
-        ax.bar([j + n * width for j in range(len(columns))], [row[c] for c in columns], width,
-               label=name)
+        values = [row[c] for c in columns]
+        per_image = all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in values)
+        means, errors = (zip(*[mean_and_se(v) for v in values]) if per_image
+                         else (values, None))
+        ax.bar([j + n * width for j in range(len(columns))], list(means), width, label=name,
+               yerr=list(errors) if errors else None, capsize=2 if errors else 0)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))], columns)
     ax.set_ylim(*ylim)
     ax.legend(fontsize=8, ncol=2)
