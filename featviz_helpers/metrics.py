@@ -201,7 +201,7 @@ def _probability_curve(model, x, maps, target, steps, baseline, insert):
     start = _baseline(x, baseline)
     # Most important first; a stable sort takes pixels the map ties (an occlusion map is flat
     # over each window) in raster order, so the curve does not depend on the sort kernel.
-    order = maps.flatten(1).argsort(1, descending=True, stable=True)
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
     curve = []
     for k in range(steps + 1):
         n = round(k * H * W / steps)
