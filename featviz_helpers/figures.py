@@ -290,7 +290,8 @@ def receptive_field(model, layer: str) -> tuple[int, int, int]:
     grid position y sees input rows centred at ``y*j + offset``.
 
     With kernel k, stride s and padding p per conv: r ← r + (k−1)·j, offset ← offset +
-    ((k−1)/2 − p)·j, j ← j·s (Dumoulin & Visin's arithmetic).
+    ((k−1)/2 − p)·j, j ← j·s (the recursion of Araujo, Norris & Sim, *Computing Receptive
+    Fields of Convolutional Neural Networks*, Distill 2019).
     """
     r, j, offset = 1, 1, 0.0
     for name, module in model.named_children():
@@ -454,8 +455,8 @@ FIGURES = [
            "Intermediate features via guided backprop (Springenberg et al. 2015)",
            "efficientnet_lite0", "03 §3", make_relu_rules, draw_gradients),
     Figure("neuron_patches", "What one intermediate neuron looks for: a picture optimised "
-           "to excite it (Fourier parametrisation, decorrelated colour, transformation "
-           "robustness; Olah et al. 2017), its six strongest patches over 384 shapes images, "
+           "to excite it (Olah et al. 2017's Fourier parametrisation and decorrelated colour, "
+           "with transformation robustness), its six strongest patches over 384 shapes images, "
            "cropped to its receptive field, and guided backprop from its peak.",
            "Intermediate features via (guided) backprop: maximally activating patches",
            "shapes_cnn", "03 §4", make_neurons, draw_neuron),
