@@ -475,9 +475,14 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=Non
     """Integrated Gradients (Sundararajan, Taly & Yan 2017): (B,3,H,W) → (B,3,H,W).
 
     IG_i = (x_i − x'_i) · (1/m) Σ_{k=1..m} ∂S_c/∂x_i at x' + (k/m)(x − x'): the paper's
-    Riemann sum with m = ``steps``. The baseline x' defaults to zeros, which after
-    normalisation is the dataset's mean colour; a tensor broadcastable to ``x`` is used as
-    given. Completeness: Σ_i IG_i → S_c(x) − S_c(x') as m grows (error O(1/m)).
+    (right) Riemann sum with m = ``steps`` (notebook 02 §10). The baseline x' defaults to
+    zeros, which after normalisation is the colour the model's preprocessing subtracts
+    (``model.input_spec.mean``): a flat mid-grey 127/255 for EfficientNet-Lite0, 0.5 grey for
+    the shapes models, ImageNet's mean colour for torchvision's models. A tensor broadcastable
+    to ``x`` is used as given. Completeness: Σ_i IG_i → S_c(x) − S_c(x') as m grows (error
+    O(1/m), not monotone in m on a piecewise-linear network); Sundararajan et al. ask for it
+    within 5 % before a map is used, so check it with :func:`metrics.completeness_error`:
+    32 steps at 224 px are not enough for Lite0 on notebook 02's photos.
     """
     steps = _positive_int(steps, "steps (the number of points on the path)")
     batch_size = _positive_int(batch_size, "batch_size")
@@ -508,13 +513,14 @@ def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, strid
               fill: float = 0.0, batch_size: int = 16) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014): (B,3,H,W) → (B,H,W).
 
-    A ``window``×``window`` square of value ``fill`` (0 = the mean colour after
-    normalisation) slides over the image with ``stride``; each position costs one forward
-    pass. The drop of the target class's *probability*, p(x) − p(x with the square), is
-    credited to every pixel under the square, and each pixel gets the mean over the windows
-    that cover it. Positive: hiding the pixel hurts the class. No gradients at all. The
-    occluded copies go through the model about ``batch_size`` images at a time (16: on a
-    2-core CPU at 224 px, chunks of 64 were 1.4–1.6× slower per image).
+    A ``window``×``window`` square of value ``fill`` (0 = after normalisation, the colour the
+    model's preprocessing subtracts, ``model.input_spec.mean``: mid-grey 127/255 for Lite0,
+    ImageNet's mean colour for torchvision's models) slides over the image with ``stride``;
+    each position costs one forward pass. The drop of the target class's *probability*,
+    p(x) − p(x with the square), is credited to every pixel under the square, and each pixel
+    gets the mean over the windows that cover it. Positive: hiding the pixel hurts the class.
+    No gradients at all. The occluded copies go through the model about ``batch_size`` images
+    at a time (16: on a 2-core CPU at 224 px, chunks of 64 were 1.4–1.6× slower per image).
     """
     window = _positive_int(window, "window (the side of the square, in pixels)")
     stride = _positive_int(stride, "stride (pixels between window positions)")
@@ -560,8 +566,8 @@ def _pixel_range(model: nn.Module, device, dtype) -> tuple[torch.Tensor, torch.T
 @library_copy
 def ascent_step(model: nn.Module, img: torch.Tensor, target, lr: float,
                 l2: float) -> torch.Tensor:
-    """One step of gradient ascent on S_c(I) − λ‖I‖² (Simonyan et al. 2014, §2):
-    I ← I + lr · (∂S_c/∂I − 2λ I), for each image's own target class. (B,3,H,W) → same."""
+    """One step of gradient ascent on S_c(I) − λ‖I‖² (Simonyan et al. 2014, §2; notebook 02
+    §11): I ← I + lr · (∂S_c/∂I − 2λ I), for each image's own target class. (B,3,H,W) → same."""
     with preserved_state(model), _autograd():
         img = _input(model, img)
         t = _model_targets(model, img, target)
@@ -574,15 +580,22 @@ def class_visualisation(model: nn.Module, target, size: int = 128, steps: int = 
                         lr: float = 1.0, l2: float = 1e-2, jitter: int = 8,
                         blur_every: int = 10, blur_sigma: float = 0.5, seed: int = 0,
                         callback=None) -> torch.Tensor:
-    """Class model visualisation (Simonyan et al. 2014, §2) with the regularisers of
-    Yosinski et al. 2015: an image (B,3,size,size), normalised like the model's input, that
-    each target class's logit rates highly. ``target`` has one class per image to make.
+    """Class model visualisation (Simonyan et al. 2014, §2; notebook 02 §11): an image
+    (B,3,size,size), normalised like the model's input, that each target class's logit rates
+    highly. ``target`` has one class per image to make.
 
-    From a blank image (zeros: the mean colour), ``steps`` times: shift the image by a random
-    offset of up to ``jitter`` pixels, take an :func:`ascent_step`, shift back; clamp to valid
-    pixels; every ``blur_every`` steps blur with σ = ``blur_sigma`` pixels. The offsets come
-    from ``torch.Generator().manual_seed(seed)``. ``callback(step, image)``, if given, is
-    called after every step (step 1..steps) with the current image, e.g. to keep frames.
+    Regularisers: the L2 decay of the ascent step (Simonyan et al.), random jitter and the
+    clamp to valid pixel values (Mordvintsev, Olah & Tyka's DeepDream, 2015), and a periodic
+    Gaussian blur (Yosinski et al. 2015; their clipping of small-norm or small-contribution
+    pixels is not used).
+
+    From a blank image (zeros after normalisation: the colour the model's preprocessing
+    subtracts, ``model.input_spec.mean``, mid-grey 127/255 for Lite0), ``steps`` times: shift
+    the image by a random offset of up to ``jitter`` pixels, take an :func:`ascent_step`, shift
+    back; clamp to valid pixels; every ``blur_every`` steps blur with σ = ``blur_sigma``
+    pixels. The offsets come from ``torch.Generator().manual_seed(seed)``.
+    ``callback(step, image)``, if given, is called after every step (step 1..steps) with the
+    current image, e.g. to keep frames.
     """
     size = _positive_int(size, "size (pixels)")
     steps = _positive_int(steps, "steps", minimum=0)
@@ -615,8 +628,12 @@ def class_visualisation(model: nn.Module, target, size: int = 128, steps: int = 
 @library_copy
 def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 0.5,
                   max_steps: int = 100) -> torch.Tensor:
-    """A fooling image (Szegedy et al. 2014): (B,3,H,W) → (B,3,H,W), each image changed by
-    the fewest normalised gradient steps after which the model's top-1 class is its target.
+    """An adversarial example (Szegedy et al. 2014; notebook 02 §12): (B,3,H,W) → (B,3,H,W),
+    each image changed by the fewest normalised gradient steps after which the model's top-1
+    class is its target. Not Szegedy et al.'s search (box-constrained L-BFGS), a simpler one.
+    The name follows the lecture's slides; in the literature "fooling images" are Nguyen,
+    Yosinski & Clune's (2015) unrecognisable images that a network classifies with high
+    confidence.
 
     Step: x ← x + lr · g / ‖g‖₂ with g = ∂S_target/∂x (the whole image's L2 norm). An image
     stops changing as soon as its top-1 is the target (an image already there is returned
