@@ -673,7 +673,9 @@ def fourier_scale(h: int, w: int, decay: float = 1.0) -> torch.Tensor:
     """1 / max(|f|, 1/max(h,w))^decay for the rfft2 frequencies of an h×w image: (h, w//2+1).
 
     Scaling a white spectrum by it gives natural-image-like 1/f noise; optimising the
-    spectrum then moves all frequencies at the same speed (Olah et al. 2017)."""
+    spectrum then moves each frequency at a speed proportional to a natural image's
+    amplitude there — the same speed *relative to natural images*, not in absolute terms
+    (Olah et al. 2017; notebook 03 §4)."""
     fy = torch.fft.fftfreq(h, device="cpu")[:, None]      # on the CPU whatever the default
     fx = torch.fft.rfftfreq(w, device="cpu")[None, :]
     freqs = (fy ** 2 + fx ** 2).sqrt()
@@ -704,8 +706,9 @@ def fourier_image(spectrum: torch.Tensor, h: int, w: int, decay: float = 1.0) ->
 
 
 def _robust_transform(img: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Olah et al.'s transformation robustness, one random draw for the whole batch: pad,
-    jitter, scale, rotate, jitter. (B,3,H,W) → (B,3,H',W').
+    """Transformation robustness as Lucid applies it (older than Olah et al. 2017, who
+    combined it with the Fourier parametrisation; jitter goes back to DeepDream), one random
+    draw for the whole batch: pad, jitter, scale, rotate, jitter. (B,3,H,W) → (B,3,H',W').
 
     The pad and the jitters scale with the picture: Lucid's 12 px pad and 8 px then 4 px
     jitters at 128 px, half of each at 64 px (a bigger pad only makes every step dearer).
