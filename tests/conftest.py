@@ -11,6 +11,12 @@ def lite0():
 
 
 @pytest.fixture(scope="session")
+def cnn():
+    """The course's shapes_cnn (trained here, loaded offline)."""
+    return models.load_model("shapes_cnn")
+
+
+@pytest.fixture(scope="session")
 def photo_batch(lite0):
     """chelsea, coffee, camera as one (3,3,224,224) batch."""
     return images.preprocess([images.load_image(n) for n in ("chelsea", "coffee", "camera")],

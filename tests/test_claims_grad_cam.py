@@ -8,7 +8,7 @@ that held only on the notebook's sample would be a lucky seed, not a lesson.
 import pytest
 import torch
 
-from featviz_helpers import images, methods, metrics, models, shapes, viz
+from featviz_helpers import images, methods, metrics, shapes, viz
 
 
 def course_maps(cnn, x, t):
@@ -25,11 +25,6 @@ def course_maps(cnn, x, t):
         "Guided Grad-CAM": viz.channel_max(methods.guided_grad_cam(cnn, x, t, "stage5")),
         "occlusion": methods.occlusion(cnn, x, t, window=16, stride=12, batch_size=512),
     }
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return models.load_model("shapes_cnn")
 
 
 @pytest.mark.parametrize("seed", [78, 79])

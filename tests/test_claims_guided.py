@@ -29,11 +29,6 @@ from featviz_helpers import figures, hooks, images, methods, metrics, models, sh
 # --------------------------------------------------------------------------- shapes_cnn
 
 @pytest.fixture(scope="module")
-def cnn():
-    return models.load_model("shapes_cnn")
-
-
-@pytest.fixture(scope="module")
 def pool(cnn):
     """Shapes images the notebook does not use (it draws its pool from seed 2024)."""
     pictures, labels, _ = shapes.generate(384, seed=7)

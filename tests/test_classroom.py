@@ -21,7 +21,6 @@ import csv
 import getpass
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from classroom_corpus import WRONG, apply_edits
+from notebook_cells import cells, exercise_of, graded_test_cells, grading, solution_cells, source
 
 pytestmark = pytest.mark.classroom
 nbgrader_api = pytest.importorskip("nbgrader.api")
@@ -40,30 +40,6 @@ ASSIGNMENT = "featviz"
 STUDENT = getpass.getuser()          # the collected student: nbgrader submits under the login
 BLANK = "blank-release"
 CORPUS_SIZE = max(len(entries) for entries in WRONG.values())
-
-
-def cells(path: Path) -> list[dict]:
-    return json.loads(path.read_text(encoding="utf-8"))["cells"]
-
-
-def source(cell: dict) -> str:
-    return "".join(cell["source"])
-
-
-def grading(cell: dict) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
-def solution_cells(path: Path) -> dict[str, str]:
-    """grade_id → source of each code solution cell (an exercise)."""
-    return {grading(c)["grade_id"]: source(c) for c in cells(path)
-            if c["cell_type"] == "code" and grading(c).get("solution")}
-
-
-def exercise_of(grade_id: str, exercises) -> str | None:
-    """The exercise (solution cell) whose graded cells share its name: saliency-impl → saliency-*."""
-    owners = [e for e in exercises if grade_id.startswith(e.removesuffix("-impl") + "-")]
-    return max(owners, key=len) if owners else None
 
 
 def nbgrader(course: Path, *args: str, cwd: Path | None = None) -> str:
@@ -183,11 +159,6 @@ def errors_by_cell(course: Path, student: str, notebook: Path) -> dict[str, str]
     return out
 
 
-def graded_test_cells(path: Path) -> list[str]:
-    return [grading(c)["grade_id"] for c in cells(path)
-            if c["cell_type"] == "code" and grading(c).get("grade")]
-
-
 # ------------------------------------------------------------------ the source notebooks
 
 def test_committed_course_uses_the_notebooks_folder():
@@ -210,18 +181,6 @@ def test_every_exercise_has_graded_cells_and_a_corpus(path):
             assert wrong != exercises[gid], label
     hidden = [c for c in cells(path) if "### BEGIN HIDDEN TESTS" in source(c)]
     assert hidden and all(grading(c).get("locked") for c in hidden)
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_stated_point_total_matches_the_graded_cells(path):
-    auto = sum(grading(c)["points"] for c in cells(path)
-               if grading(c).get("grade") and c["cell_type"] == "code")
-    manual = sum(grading(c)["points"] for c in cells(path)
-                 if grading(c).get("grade") and c["cell_type"] == "markdown")
-    stated = re.search(r"\*\*Graded version \(nbgrader\):\*\* (\d+) points — (\d+) autograded"
-                       r" for the exercises, (\d+) for the questions", source(cells(path)[0]))
-    assert stated, "the first cell states no point total"
-    assert tuple(map(int, stated.groups())) == (auto + manual, auto, manual)
 
 
 # ------------------------------------------------------------------ release and grading

@@ -25,11 +25,6 @@ class Linear(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def cnn():
-    return models.load_model("shapes_cnn")
-
-
-@pytest.fixture(scope="module")
 def shapes_batch(cnn):
     pictures, labels, _ = shapes.generate(3, seed=5)
     return images.preprocess(pictures, cnn), labels

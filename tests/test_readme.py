@@ -27,6 +27,7 @@ import pytest
 
 import featviz_helpers
 from classroom_corpus import WRONG
+from notebook_cells import cells, exercise_of, grading, solution_cells, source
 from featviz_helpers import figures, library_guard, methods, models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,18 +57,6 @@ EXERCISES = {
 
 
 # --------------------------------------------------------------------------- reading
-
-def cells(path: Path) -> list[dict]:
-    return json.loads(path.read_text(encoding="utf-8"))["cells"]
-
-
-def source(cell: dict) -> str:
-    return "".join(cell["source"])
-
-
-def grading(cell: dict) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
-
 
 def readme_table(header_start: str) -> str:
     """The README's table whose header line starts with ``header_start``: its lines, as is."""
@@ -101,17 +90,15 @@ def fail_with(expected: str, what: str) -> str:
 
 def exercises_of(path: Path) -> dict[str, list[int]]:
     """Exercise stem (``saliency`` for ``saliency-impl``) → points of its autograded test cells,
-    in notebook order. A test cell belongs to the exercise whose stem its grade_id starts with
-    (the longest, as ``tests/test_classroom.py`` assigns them)."""
-    stems = [grading(c)["grade_id"].removesuffix("-impl") for c in cells(path)
-             if c["cell_type"] == "code" and grading(c).get("solution")]
-    points: dict[str, list[int]] = {stem: [] for stem in stems}
+    in notebook order, each test cell assigned as the classroom tests assign it."""
+    exercises = solution_cells(path)
+    points: dict[str, list[int]] = {gid.removesuffix("-impl"): [] for gid in exercises}
     for cell in cells(path):
         meta = grading(cell)
         if cell["cell_type"] == "code" and meta.get("grade") and not meta.get("solution"):
-            owners = [s for s in stems if meta["grade_id"].startswith(s + "-")]
-            assert owners, f"{path.name}: graded cell {meta['grade_id']} belongs to no exercise"
-            points[max(owners, key=len)].append(meta.get("points", 0))
+            owner = exercise_of(meta["grade_id"], exercises)
+            assert owner, f"{path.name}: graded cell {meta['grade_id']} belongs to no exercise"
+            points[owner.removesuffix("-impl")].append(meta.get("points", 0))
     return points
 
 
