@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.stats
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
@@ -383,42 +384,57 @@ def mean_and_se(values) -> tuple[float, float]:
 @dataclass(frozen=True)
 class PairedDifference:
     """Two methods scored on the same n images: the mean of the per-image differences a − b,
-    its standard error, and whether the two are tied (|difference| ≤ z · standard error)."""
+    its standard error, and its ``confidence`` interval (Student's t with n − 1 degrees of
+    freedom); the two are tied when that interval contains 0."""
     difference: float
     se: float
     n: int
-    z: float = 2.0
+    confidence: float = 0.95
+
+    @property
+    def critical(self) -> float:
+        """The interval's half-width in standard errors: Student's t quantile for n − 1 degrees
+        of freedom (at 95 %: 2.04 for 32 images, 2.00 for 64, 12.7 for 2). Infinite for one
+        image, which cannot show a difference."""
+        if self.n < 2:
+            return math.inf
+        return float(scipy.stats.t.ppf(0.5 + self.confidence / 2, self.n - 1))
 
     @property
     def interval(self) -> tuple[float, float]:
-        """difference ± z · standard error (z = 2: about 95 % under a normal approximation)."""
-        return self.difference - self.z * self.se, self.difference + self.z * self.se
+        """difference ± critical · standard error."""
+        half = self.critical * self.se
+        return self.difference - half, self.difference + half
 
     @property
     def tied(self) -> bool:
         """True when the data cannot tell the two apart: the interval contains 0. Identical
         scores on every image are a tie; with one image (no standard error) every pair is."""
-        if self.difference == 0 or math.isnan(self.se):
+        if self.difference == 0 or math.isnan(self.se) or self.n < 2:
             return True
-        return abs(self.difference) <= self.z * self.se
+        return abs(self.difference) <= self.critical * self.se
 
 
-def paired_difference(a, b, z: float = 2.0) -> PairedDifference:
+def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
     """Compare two methods' per-image scores a, b (n,) on the same images.
 
     Pairing removes what the images share (a hard image is hard for every method), so it is
     far more sensitive than comparing the two means with their separate standard errors. The
-    standard error of the mean difference is std(a − b, ddof=1)/√n.
+    standard error of the mean difference is std(a − b, ddof=1)/√n; the interval uses Student's
+    t, which matters for few images (two photos need 12.7 standard errors at 95 %).
     """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence is a probability strictly between 0 and 1 (e.g. 0.95); "
+                         f"got {confidence!r}.")
     a, b = _per_image(a), _per_image(b)
     if a.shape != b.shape:
         raise ValueError(f"a paired comparison needs both methods scored on the same images; got "
                          f"{a.numel()} and {b.numel()} scores.")
     mean, se = mean_and_se(a - b)
-    return PairedDifference(mean, se, a.numel(), z)
+    return PairedDifference(mean, se, a.numel(), confidence)
 
 
-def top_tier(scores: dict, higher_is_better: bool = True, z: float = 2.0) -> list[str]:
+def top_tier(scores: dict, higher_is_better: bool = True, confidence: float = 0.95) -> list[str]:
     """The best method by mean score and every method tied with it (:func:`paired_difference`).
 
     ``scores`` is {name: (n,) per-image scores on the same images}. Returns the names in the
@@ -428,15 +444,17 @@ def top_tier(scores: dict, higher_is_better: bool = True, z: float = 2.0) -> lis
     means = {name: _per_image(v).mean().item() for name, v in scores.items()}
     best = (max if higher_is_better else min)(means, key=means.get)
     return [name for name, v in scores.items()
-            if name == best or paired_difference(v, scores[best], z).tied]
+            if name == best or paired_difference(v, scores[best], confidence).tied]
 
 
-def format_table(table: dict, higher_is_better: dict | None = None, z: float = 2.0) -> str:
+def format_table(table: dict, higher_is_better: dict | None = None,
+                 confidence: float = 0.95) -> str:
     """A {name: {column: scores}} table as aligned text.
 
     With per-image scores (1-D tensors, e.g. from :func:`localisation_scores`) each cell is
     mean ± standard error, and a * marks each column's top tier (:func:`top_tier`): the best
-    row and the rows whose paired difference to it is within z standard errors. Which way is
+    row and the rows whose paired difference to it has a ``confidence`` interval containing 0
+    (:class:`PairedDifference`). Which way is
     better comes from ``higher_is_better`` ({column: bool}), then :data:`HIGHER_IS_BETTER`
     (a column named like "deletion AUC ↓" counts as "deletion AUC"), else higher. A row whose
     name starts with "chance" or "random" is a reference and is never marked. Plain numbers
@@ -458,7 +476,7 @@ def format_table(table: dict, higher_is_better: dict | None = None, z: float = 2
     if len(compared) > 1:                  # one method alone has nothing to be tied with
         for c in columns:
             marked[c] = set(top_tier({n: table[n][c] for n in compared},
-                                     direction.get(c.rstrip(" ↑↓"), True), z))
+                                     direction.get(c.rstrip(" ↑↓"), True), confidence))
     cell = 20
     lines = [" " * width + "".join(f"{c:>{cell}s}" for c in columns)]
     for name, row in table.items():
@@ -469,8 +487,9 @@ def format_table(table: dict, higher_is_better: dict | None = None, z: float = 2
         lines.append(f"{name:{width}s}" + text)
     n = len(next(iter(table.values()))[columns[0]])
     lines.append(f"mean ± standard error over {n} images"
-                 + (f"; * = the column's best and every row within {z:g} standard errors of it "
-                    f"(paired): a tie" if len(compared) > 1 else ""))
+                 + (f"; * = the column's best and every row tied with it (the {confidence:.0%} "
+                    f"interval of the paired difference, Student's t, contains 0)"
+                    if len(compared) > 1 else ""))
     return "\n".join(lines)
 
 

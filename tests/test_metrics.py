@@ -196,9 +196,17 @@ def test_paired_difference_by_hand():
     d = metrics.paired_difference(a, b)
     assert d.difference == pytest.approx(1.5) and d.n == 4
     assert d.se == pytest.approx((5 / 3) ** 0.5 / 2)
-    assert d.interval == pytest.approx((1.5 - 2 * d.se, 1.5 + 2 * d.se))
-    assert not d.tied                               # 1.5 > 2 * 0.645
-    assert metrics.paired_difference(a, b, z=3.0).tied  # 1.5 <= 3 * 0.645
+    # Student's t for 3 degrees of freedom: 3.182 at 95 %, 0.765 at 50 % (from tables).
+    assert d.critical == pytest.approx(3.182, abs=1e-3)
+    assert d.interval == pytest.approx((1.5 - 3.182 * d.se, 1.5 + 3.182 * d.se), abs=1e-3)
+    assert d.tied                                   # 1.5 <= 3.182 * 0.645 = 2.05
+    half = metrics.paired_difference(a, b, confidence=0.5)
+    assert half.critical == pytest.approx(0.765, abs=1e-3) and not half.tied
+    # Two images barely show anything: the 95 % interval is 12.7 standard errors wide each way.
+    assert metrics.paired_difference(torch.tensor([1.0, 0.9]), torch.tensor([0.1, 0.2])).critical \
+        == pytest.approx(12.706, abs=1e-3)
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.paired_difference(a, b, confidence=95)
     # Pairing matters: a constant offset on varied images is no tie, though the two means'
     # own standard errors overlap widely.
     base = torch.tensor([0.1, 0.9, 0.4, 0.7, 0.2])
@@ -211,9 +219,9 @@ def test_paired_difference_by_hand():
 
 
 def test_top_tier_reports_ties_not_a_first_place():
-    scores = {"a": torch.tensor([1.0, 1.0, 0.0, 1.0]),
-              "b": torch.tensor([1.0, 1.0, 0.0, 1.0]),          # identical to a: tied
-              "c": torch.tensor([0.0, 0.0, 0.0, 0.0])}
+    scores = {"a": torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0]),
+              "b": torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0]),          # identical to a: tied
+              "c": torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0])}
     assert metrics.top_tier(scores) == ["a", "b"]
     assert metrics.top_tier({"b": scores["b"], "a": scores["a"]}) == ["b", "a"]  # order-free
     assert metrics.top_tier(scores, higher_is_better=False) == ["c"]
