@@ -21,8 +21,8 @@ import torchvision
 from torch import nn
 
 from . import methods, models, viz
-from .hooks import (ModelState, capture, model_state, preserved_state, relu_backward_rule,
-                    state_changes)
+from .hooks import ModelState, capture, model_state, preserved_state, state_changes
+from .relu_rules import RELU_EXAMPLE_EXPECTED, RELU_EXAMPLE_G, RELU_EXAMPLE_X, relu_backward_rule
 from .library_guard import LibraryCopyUsed, library_copies_blocked
 
 __all__ = [
@@ -456,14 +456,6 @@ def hidden_check_saliency(fn, model: nn.Module, x: torch.Tensor) -> None:
 
 # -------------------------------------------------------------------- notebook 03
 
-# The lecture's worked example: forward input x, upstream gradient g.
-RELU_EXAMPLE_X = torch.tensor([[1.0, -1, 5], [2, -5, -7], [-3, 2, 4]])
-RELU_EXAMPLE_G = torch.tensor([[-2.0, 3, -1], [6, -3, 1], [2, -1, 3]])
-RELU_EXAMPLE_EXPECTED = {
-    "standard": torch.tensor([[-2.0, 0, -1], [6, 0, 0], [0, -1, 3]]),
-    "deconvnet": torch.tensor([[0.0, 3, 0], [6, 0, 1], [2, 0, 3]]),
-    "guided": torch.tensor([[0.0, 0, 0], [6, 0, 0], [0, 0, 3]]),
-}
 _RELU_HINTS = {
     "standard": "standard backprop passes g where the forward input was positive: g·1[x>0].",
     "deconvnet": "the deconvnet passes g where g itself is positive, ignoring x: g·1[g>0].",
@@ -851,7 +843,7 @@ def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str) -> None:
 def _checked_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """``target`` as one class index per image of ``x``, checked against ``model``: (B,)."""
     with preserved_state(model):
-        return methods._model_targets(model, x, target)
+        return methods.model_targets(model, x, target)
 
 
 def _target_grads(model, x, t) -> torch.Tensor:
@@ -1092,8 +1084,8 @@ def check_occlusion(fn, model: nn.Module, x: torch.Tensor, target, window: int,
 def _occlusion_mistakes(model, x, t, window, stride, expected):
     """The usual mistakes, built from the same window drops."""
     H, W = x.shape[-2:]
-    corners = [(i, j) for i in methods._window_starts(H, window, stride)
-               for j in methods._window_starts(W, window, stride)]
+    corners = [(i, j) for i in methods.window_starts(H, window, stride)
+               for j in methods.window_starts(W, window, stride)]
     with preserved_state(model), torch.no_grad():
         logits = model(x)
         p, s = logits.softmax(1).gather(1, t[:, None]), logits.gather(1, t[:, None])

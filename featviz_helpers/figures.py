@@ -25,13 +25,12 @@ import numpy as np
 import torch
 from matplotlib.patches import Rectangle
 
-from . import images, methods, metrics, models, shapes, viz
+from . import images, methods, metrics, models, relu_rules, shapes, units, viz
 from .hooks import capture
 
-__all__ = ["draw_filter_grids", "draw_maps", "draw_relu_example", "draw_gradients",
-           "draw_neuron", "draw_box", "top_patches", "receptive_field", "draw_grad_cam_pair",
-           "grad_cam_pair", "draw_attention_heads", "draw_class_visualisations", "draw_fooling", "cls_maps", "Figure", "FIGURES",
-           "make_all", "main"]
+__all__ = ["draw_filter_grids", "draw_box", "draw_maps", "draw_relu_example", "draw_gradients",
+           "draw_neuron", "draw_attention_heads", "draw_class_visualisations", "draw_fooling",
+           "draw_grad_cam_pair", "Figure", "FIGURES", "make_all", "main"]
 
 
 # --------------------------------------------------------------------------- drawing
@@ -102,7 +101,7 @@ def draw_neuron(pool_images, labels, best, boxes, gradients, suptitle: str, opti
     """A neuron's top patches (above) and guided backprop from it (below).
 
     ``pool_images`` (N,3,H,W) in [0,1] with class ``labels``; ``best`` the indices of the
-    top images and ``boxes`` their crops (y0, y1, x0, x1) from :func:`top_patches`;
+    top images and ``boxes`` their crops (y0, y1, x0, x1) from :func:`units.top_patches`;
     ``gradients`` (k,3,H,W) guided backprop of those images from the neuron. ``optimised``
     (3,h,w) in [0,1], if given, is the picture made by activation maximisation, drawn first.
     """
@@ -140,8 +139,6 @@ def draw_attention_heads(picture, cls_maps: torch.Tensor, title: str):
     return fig
 
 
-# --------------------------------------------------------------------------- the catalogue
-
 def draw_class_visualisations(pictures, titles, size: float = 2.6):
     """Images made by gradient ascent (N × (H,W,3) in [0,1]), one panel each."""
     fig, axes = viz.panels(len(pictures), size=size)
@@ -166,6 +163,18 @@ def draw_fooling(original: np.ndarray, fooled: np.ndarray, labels, magnify: floa
         ax.set_axis_off()
     return fig
 
+
+def draw_grad_cam_pair(picture, class_names, grad_cams, guided, guided_grad_cams):
+    """Rows: one class each; columns: Grad-CAM over the picture, guided backprop, their product."""
+    fig, axes = viz.panels(3 * len(class_names), ncols=3, size=3)
+    for row, name in enumerate(class_names):
+        viz.show_map(axes[3 * row], picture, grad_cams[row], title=f"Grad-CAM: {name}")
+        viz.show_gradient(axes[3 * row + 1], guided[row], title=f"guided backprop: {name}")
+        viz.show_gradient(axes[3 * row + 2], guided_grad_cams[row], title=f"Guided Grad-CAM: {name}")
+    return fig
+
+
+# --------------------------------------------------------------------------- the figures
 
 @dataclass(frozen=True)
 class Figure:
@@ -249,59 +258,16 @@ def make_saliency(ctx):
 
 
 def make_relu_example(ctx):
-    from .checks import RELU_EXAMPLE_EXPECTED, RELU_EXAMPLE_G, RELU_EXAMPLE_X
-    return draw_relu_example(RELU_EXAMPLE_X, RELU_EXAMPLE_G, RELU_EXAMPLE_EXPECTED)
-
-
-def _input_gradients(model, x, target, rule):
-    from .hooks import preserved_state, relu_backward_rule
-    with preserved_state(model), relu_backward_rule(model, rule), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(methods.class_scores(model(x), target).sum(), x)
-    return g
+    return draw_relu_example(relu_rules.RELU_EXAMPLE_X, relu_rules.RELU_EXAMPLE_G,
+                             relu_rules.RELU_EXAMPLE_EXPECTED)
 
 
 def make_relu_rules(ctx):
     x, pictures = ctx.photos(["chelsea", "coffee", "camera"])
     t = ctx.top1(x)
-    grads = {rule: _input_gradients(ctx.lite0, x, t, rule)
+    grads = {rule: methods.input_gradient(ctx.lite0, x, t, rule=rule)
              for rule in ("standard", "deconvnet", "guided")}
     return draw_gradients(pictures, grads, [ctx.lite0.class_names[c] for c in t.tolist()])
-
-
-def top_patches(activations: torch.Tensor, channel: int, field, size: int, k: int = 6):
-    """The k images where ``channel`` of ``activations`` (N,C,h,w) peaks highest, and a crop
-    (y0, y1, x0, x1) of each, the neuron's receptive field ``field`` = (r, j, offset) from
-    :func:`receptive_field` around the peak, clipped to the ``size``×``size`` image."""
-    values, positions = activations[:, channel].flatten(1).max(1)
-    best = values.topk(k).indices
-    r, j, offset = field
-    boxes = []
-    for i in best.tolist():
-        y, x = divmod(positions[i].item(), activations.shape[-1])
-        cy, cx = y * j + offset, x * j + offset               # the window's centre pixel
-        boxes.append((max(cy - r // 2, 0), min(cy + r // 2 + 1, size),
-                      max(cx - r // 2, 0), min(cx + r // 2 + 1, size)))
-    return best, boxes
-
-
-def receptive_field(model, layer: str) -> tuple[int, int, int]:
-    """(size r, jump j, centre offset) of a unit at ``layer`` of a ShapesCNN: the unit at
-    grid position y sees input rows centred at ``y*j + offset``.
-
-    With kernel k, stride s and padding p per conv: r ← r + (k−1)·j, offset ← offset +
-    ((k−1)/2 − p)·j, j ← j·s (the recursion of Araujo, Norris & Sim, *Computing Receptive
-    Fields of Convolutional Neural Networks*, Distill 2019).
-    """
-    r, j, offset = 1, 1, 0.0
-    for name, module in model.named_children():
-        if isinstance(module, torch.nn.Sequential):
-            conv = module[0]
-            k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-            r, offset, j = r + (k - 1) * j, offset + ((k - 1) / 2 - p) * j, j * s
-        if name == layer:
-            return r, j, int(round(offset))
-    raise ValueError(f"{layer!r} is not a stage of {type(model).__name__}.")
 
 
 def make_neurons(ctx):
@@ -311,7 +277,8 @@ def make_neurons(ctx):
     layer, channel = "stage4", 0
     with capture(cnn, layer) as cap, torch.no_grad():
         cnn(pool)
-    best, boxes = top_patches(cap.activations[layer], channel, receptive_field(cnn, layer), 64)
+    best, boxes = units.top_patches(cap.activations[layer], channel,
+                                    units.receptive_field(cnn, layer), 64)
     gradients = methods.neuron_guided_backprop(cnn, pool[best], layer, channel)
     optimised = methods.activation_maximisation(cnn, layer, channel)
     return draw_neuron(pool_images, pool_labels, best, boxes, gradients,
@@ -328,7 +295,7 @@ def make_cam(ctx):
                      boxes=metrics.cam_boxes(maps, (224, 224)))
 
 
-def grad_cam_pair(model, x, classes, layer):
+def _grad_cam_pair(model, x, classes, layer):
     """Grad-CAM, guided backprop and Guided Grad-CAM of one image (1,3,H,W) for two classes."""
     pair = x.expand(len(classes), -1, -1, -1)
     t = torch.tensor(classes)
@@ -336,29 +303,13 @@ def grad_cam_pair(model, x, classes, layer):
             methods.guided_grad_cam(model, pair, t, layer))
 
 
-def draw_grad_cam_pair(picture, class_names, grad_cams, guided, guided_grad_cams):
-    """Rows: one class each; columns: Grad-CAM over the picture, guided backprop, their product."""
-    fig, axes = viz.panels(3 * len(class_names), ncols=3, size=3)
-    for row, name in enumerate(class_names):
-        viz.show_map(axes[3 * row], picture, grad_cams[row], title=f"Grad-CAM: {name}")
-        viz.show_gradient(axes[3 * row + 1], guided[row], title=f"guided backprop: {name}")
-        viz.show_gradient(axes[3 * row + 2], guided_grad_cams[row], title=f"Guided Grad-CAM: {name}")
-    return fig
-
-
 def make_grad_cam(ctx):
     x, pictures = ctx.photos(["cat_and_coffee"])
     cat = ctx.top1(x)[0].item()
     espresso = ctx.lite0.class_names.index("espresso")
     layer = models.gap_fc_head(ctx.lite0).layer
-    maps = grad_cam_pair(ctx.lite0, x, [cat, espresso], layer)
+    maps = _grad_cam_pair(ctx.lite0, x, [cat, espresso], layer)
     return draw_grad_cam_pair(pictures[0], [ctx.lite0.class_names[cat], "espresso"], *maps)
-
-
-def cls_maps(attn: torch.Tensor) -> torch.Tensor:
-    """(…, N, N) attention → [CLS]'s attention over the patches on their grid (…, g, g)."""
-    g = int(round((attn.shape[-1] - 1) ** 0.5))
-    return attn[..., 0, 1:].reshape(*attn.shape[:-2], g, g)
 
 
 def _shapes_vit_data(ctx):
@@ -372,14 +323,14 @@ def _shapes_vit_data(ctx):
 
 def make_vit_heads(ctx):
     vit, pictures, labels, attn = _shapes_vit_data(ctx)
-    return draw_attention_heads(pictures[0].permute(1, 2, 0).numpy(), cls_maps(attn[:, 0]),
+    return draw_attention_heads(pictures[0].permute(1, 2, 0).numpy(), methods.cls_maps(attn[:, 0]),
                                 f"shapes_vit, [CLS] attention per layer and head: "
                                 f"{shapes.CLASSES[labels[0]]}")
 
 
 def make_vit_rollout(ctx):
     vit, pictures, labels, attn = _shapes_vit_data(ctx)
-    rollout = cls_maps(methods.attention_rollout(attn))
+    rollout = methods.cls_maps(methods.attention_rollout(attn))
     return draw_maps([p.permute(1, 2, 0).numpy() for p in pictures], rollout,
                      [shapes.CLASSES[c] for c in labels], ncols=6, size=2.2)
 
@@ -390,7 +341,7 @@ def make_vit_b16(ctx):
     x = images.preprocess([images.load_image(n) for n in names], big)
     with torch.no_grad():
         top = big(x).argmax(1)
-    rollout = cls_maps(methods.attention_rollout(methods.vit_attention(big, x)))
+    rollout = methods.cls_maps(methods.attention_rollout(methods.vit_attention(big, x)))
     return draw_maps([images.deprocess(b, big) for b in x], rollout,
                      [f"rollout: {big.class_names[c]}" for c in top.tolist()])
 

@@ -19,6 +19,8 @@ __all__ = [
     "MAX_PIXELS",
     "MIN_SIDE",
     "load_image",
+    "input_spec",
+    "normalisation",
     "preprocess",
     "deprocess",
 ]
@@ -150,24 +152,29 @@ def load_image(name_or_path: str | os.PathLike) -> Image.Image:
             raise ValueError(f"{path} could not be decoded as an image ({e}).") from e
 
 
-def _spec(model):
+def input_spec(model):
+    """``model.input_spec``; a model without one (not made by ``models.load_model``) is refused,
+    since neither its preprocessing nor its valid pixel range is known."""
     spec = getattr(model, "input_spec", None)
     if spec is None:
         raise ValueError(
-            "This model has no `input_spec`; load it with featviz_helpers.models.load_model() "
-            "so the helpers know how to preprocess for it."
+            "This model has no `input_spec`, so how to preprocess for it (and its valid pixel "
+            "range) is unknown; load it with featviz_helpers.models.load_model(), or set "
+            "model.input_spec = models.InputSpec(resize, crop, mean, std) for your own model."
         )
     return spec
 
 
-def _mean_std(spec, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """The spec's per-channel mean and std, shaped (1,3,1,1) to broadcast over a batch."""
-    return (torch.tensor(spec.mean, device=device).view(1, 3, 1, 1),
-            torch.tensor(spec.std, device=device).view(1, 3, 1, 1))
+def normalisation(model, device="cpu", dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and std of ``model``'s :func:`input_spec`, each (1,3,1,1), to
+    broadcast over a batch: model input = (pixels − mean) / std."""
+    spec = input_spec(model)
+    return (torch.tensor(spec.mean, device=device, dtype=dtype).view(1, 3, 1, 1),
+            torch.tensor(spec.std, device=device, dtype=dtype).view(1, 3, 1, 1))
 
 
-def _normalise(x: torch.Tensor, spec) -> torch.Tensor:
-    mean, std = _mean_std(spec, x.device)    # on the batch's own device
+def _normalise(x: torch.Tensor, model) -> torch.Tensor:
+    mean, std = normalisation(model, x.device)    # on the batch's own device
     return (x - mean) / std
 
 
@@ -190,7 +197,7 @@ def preprocess(images, model) -> torch.Tensor:
     ``crop``×``crop``), or a float tensor (B,3,H,W) of pixels already in [0,1] at the size
     wanted (only normalised).
     """
-    spec = _spec(model)
+    spec = input_spec(model)
     if isinstance(images, Image.Image):
         images = [images]
     if isinstance(images, torch.Tensor):
@@ -208,7 +215,7 @@ def preprocess(images, model) -> torch.Tensor:
                              "[0,1] (torch.isnan(batch).nonzero() shows where the NaN are).")
         if images.min() < 0 or images.max() > 1:
             raise ValueError("A tensor batch must hold pixels in [0,1]; normalise nothing first.")
-        return _normalise(images.float(), spec)
+        return _normalise(images.float(), model)
     images = list(images) if isinstance(images, Iterable) else None
     if images is None or not all(isinstance(im, Image.Image) for im in images):
         raise TypeError("preprocess() takes a PIL image, a list of PIL images, or a tensor batch.")
@@ -219,17 +226,16 @@ def preprocess(images, model) -> torch.Tensor:
             raise ValueError(f"An image of {im.size[0]}×{im.size[1]} pixels has nothing to show; "
                              "every image needs at least one pixel per side.")
     batch = torch.stack([_pil_to_tensor(_to_rgb(im), spec) for im in images])
-    return _normalise(batch, spec)
+    return _normalise(batch, model)
 
 
 def deprocess(x: torch.Tensor, model) -> np.ndarray:
     """Undo :func:`preprocess`: (B,3,H,W) → (B,H,W,3), or (3,H,W) → (H,W,3), floats in [0,1]."""
-    spec = _spec(model)
     x = x.detach().float().cpu()
     single = x.dim() == 3
     if single:
         x = x[None]
-    mean, std = _mean_std(spec)
+    mean, std = normalisation(model)
     out = (x * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     return out[0] if single else out
 

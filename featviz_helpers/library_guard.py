@@ -13,7 +13,8 @@ import functools
 import threading
 from typing import Callable, Iterator
 
-__all__ = ["LibraryCopyUsed", "library_copy", "library_copies_blocked", "refuse_if_blocked"]
+__all__ = ["LibraryCopyUsed", "library_copy", "is_library_copy", "library_copies_blocked",
+           "refuse_if_blocked"]
 
 _state = threading.local()
 
@@ -35,14 +36,24 @@ def refuse_if_blocked(name: str) -> None:
 
 def library_copy(fn: Callable) -> Callable:
     """Mark ``fn`` as a library copy of a method that an exercise asks students to write."""
-    name = f"{fn.__module__.rsplit('.', 1)[-1]}.{fn.__name__}"
+    # The public name, e.g. methods.saliency (not methods.gradients.saliency): the name the
+    # notebooks call it by.
+    parts = fn.__module__.split(".")
+    module = parts[1] if parts[0] == "featviz_helpers" and len(parts) > 1 else parts[-1]
+    name = f"{module}.{fn.__name__}"
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         refuse_if_blocked(name)
         return fn(*args, **kwargs)
 
+    wrapper.library_copy_name = name
     return wrapper
+
+
+def is_library_copy(fn) -> bool:
+    """Whether ``fn`` is marked with :func:`library_copy`."""
+    return isinstance(getattr(fn, "library_copy_name", None), str)
 
 
 @contextlib.contextmanager

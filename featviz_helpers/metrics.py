@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from scipy import ndimage
 
-from .methods import as_targets
+from .methods import as_targets, masked_probabilities
 from .hooks import preserved_state
 from .viz import upsample
 
@@ -198,21 +198,19 @@ def _probability_curve(model, x, maps, target, steps, baseline, insert):
     maps = _finite(upsample(maps, (H, W)))
     if maps.shape[0] != B:
         raise ValueError(f"{maps.shape[0]} maps for {B} images: pass one map per image of x.")
-    t = as_targets(target, B, model(x[:1]).shape[1]).to(x.device)
+    t = as_targets(target, B, model(x[:1]).shape[1]).to(x.device)    # refused before any work
     start = _baseline(x, baseline)
     # Most important first; a stable sort takes pixels the map ties (an occlusion map is flat
     # over each window) in raster order, so the curve does not depend on the sort kernel.
     order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
-    curve = []
+    chosen = torch.zeros(steps + 1, B, H * W, dtype=torch.bool, device=order.device)
     for k in range(steps + 1):
-        n = round(k * H * W / steps)
-        chosen = torch.zeros(B, H * W, dtype=torch.bool, device=order.device)
-        chosen.scatter_(1, order[:, :n], True)
-        chosen = chosen.view(B, 1, H, W).to(x.device)
-        # Deletion: the chosen pixels become baseline. Insertion: only they come from x.
-        img = torch.where(chosen, x, start) if insert else torch.where(chosen, start, x)
-        curve.append(model(img).softmax(1).gather(1, t[:, None])[:, 0])
-    return torch.stack(curve, 1)
+        chosen[k].scatter_(1, order[:, :round(k * H * W / steps)], True)
+    chosen = chosen.view(steps + 1, B, H, W)
+    # Deletion: the chosen pixels become baseline. Insertion: only they come from x, so the
+    # others are replaced by the baseline. One forward pass of the B images per step.
+    replaced = ~chosen if insert else chosen
+    return masked_probabilities(model, x, replaced, t, start, batch_size=B).T
 
 
 def deletion_curve(model, x, maps, target, steps: int = 20, baseline="zeros") -> torch.Tensor:

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featviz_helpers import checks, hooks, methods, viz
+from featviz_helpers import checks, hooks, methods, relu_rules, viz
 from featviz_helpers.library_guard import LibraryCopyUsed, library_copies_blocked
 
 
@@ -153,7 +153,7 @@ def test_library_copies_are_blocked_only_inside_the_block(small_cnn):
     alias = methods.grad_cam                      # renaming does not get around it
     with library_copies_blocked("your code"):
         for call in (lambda: methods.saliency(small_cnn, x, t), lambda: alias(small_cnn, x, t, "2"),
-                     lambda: hooks.relu_backward_rule(small_cnn, "guided").__enter__(),
+                     lambda: relu_rules.relu_backward_rule(small_cnn, "guided").__enter__(),
                      lambda: viz.normalize_filters(torch.ones(1, 3, 2, 2))):
             with pytest.raises(LibraryCopyUsed, match="your code called the library copy"):
                 call()

@@ -23,7 +23,7 @@ import itertools
 import pytest
 import torch
 
-from featviz_helpers import figures, hooks, images, methods, metrics, models, shapes, viz
+from featviz_helpers import hooks, images, methods, metrics, models, relu_rules, shapes, units, viz
 
 
 # --------------------------------------------------------------------------- shapes_cnn
@@ -40,7 +40,7 @@ def unit_gradients(net, x, layer, channels, y, x_pos, rule):
     (c, y, x_pos) of ``layer`` for each c in ``channels`` under a ReLU ``rule``: (K,3,H,W)."""
     k = len(channels)
     with hooks.preserved_state(net), hooks.capture(net, layer) as cap, \
-            hooks.relu_backward_rule(net, rule), torch.enable_grad():
+            relu_rules.relu_backward_rule(net, rule), torch.enable_grad():
         xs = x.expand(k, -1, -1, -1).detach().clone().requires_grad_(True)
         net(xs)
         units = cap.outputs[layer][torch.arange(k), torch.as_tensor(channels), y, x_pos]
@@ -75,7 +75,7 @@ def test_guided_maps_of_different_units_agree(cnn, pool, layer):
     field) compared by Spearman. Guided backprop: pairs agree at a median of at least 0.85,
     and on each image more than plain gradients do (paired over images, not tied)."""
     pictures, x = pool
-    field = figures.receptive_field(cnn, layer)
+    field = units.receptive_field(cnn, layer)
     with hooks.capture(cnn, layer) as cap, torch.no_grad():
         cnn(x[:40])
     acts = cap.activations[layer]                               # (40, C, 16, 16)
@@ -149,14 +149,6 @@ def photos(lite0):
         return x, lite0(x).argmax(1)
 
 
-def input_gradient(net, x, target, rule):
-    """The notebook's input gradient under a ReLU backward rule."""
-    with hooks.preserved_state(net), hooks.relu_backward_rule(net, rule), torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(methods.class_scores(net(x), target).sum(), x)
-    return g
-
-
 def test_guided_maps_of_two_classes_agree(lite0, photos):
     """§3: guided backprop for the top-1 class and for the fifth-ranked class of the same
     photo agree (Spearman of max_c |g|) above 0.9 on every photo; plain gradients less."""
@@ -166,8 +158,8 @@ def test_guided_maps_of_two_classes_agree(lite0, photos):
     first, fifth = ranked[:, 0], ranked[:, 4]
     rho = {}
     for rule in ("guided", "standard"):
-        a = viz.channel_max(input_gradient(lite0, x, first, rule))
-        b = viz.channel_max(input_gradient(lite0, x, fifth, rule))
+        a = viz.channel_max(methods.input_gradient(lite0, x, first, rule=rule))
+        b = viz.channel_max(methods.input_gradient(lite0, x, fifth, rule=rule))
         rho[rule] = metrics.spearman(a, b)
     print({rule: [round(v, 3) for v in r.tolist()] for rule, r in rho.items()})
     assert (rho["guided"] > 0.9).all() and (rho["guided"] > rho["standard"]).all(), rho
@@ -189,8 +181,8 @@ def randomize(net, names, generator):
 
 def attributions(net, x, target):
     """Each method's attribution (B,C,224,224): C = 3 for the gradients, 1 for Grad-CAM."""
-    return {"gradient": input_gradient(net, x, target, "standard"),
-            "guided backprop": input_gradient(net, x, target, "guided"),
+    return {"gradient": methods.input_gradient(net, x, target, rule="standard"),
+            "guided backprop": methods.input_gradient(net, x, target, rule="guided"),
             "Grad-CAM": viz.upsample(methods.grad_cam(net, x, target, "_head_act"),
                                      (224, 224))[:, None]}
 

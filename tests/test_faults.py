@@ -25,7 +25,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from featviz_helpers import checks, hooks, images, methods, metrics, models, viz
+from featviz_helpers import checks, hooks, images, methods, metrics, models, relu_rules, viz
 
 from state_helpers import assert_refused, small_net, unchanged
 
@@ -289,9 +289,7 @@ FAULTS = [
 
 
 def _rule_gradient(model, rule, x=X64):
-    with hooks.preserved_state(model), hooks.relu_backward_rule(model, rule), torch.enable_grad():
-        x = x.clone().requires_grad_(True)
-        return torch.autograd.grad(model(x)[:, 1].sum(), x)
+    return methods.input_gradient(model, x, 1, rule=rule)
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
@@ -363,7 +361,7 @@ def test_neuron_guided_backprop_uses_the_pre_relu_neuron():
     net = ZOO.net
     with unchanged(net):
         got = methods.neuron_guided_backprop(net, X, "4", 5)
-        with hooks.preserved_state(net), hooks.relu_backward_rule(net, "guided"), \
+        with hooks.preserved_state(net), relu_rules.relu_backward_rule(net, "guided"), \
                 torch.enable_grad():
             x = X.clone().requires_grad_(True)
             bn = net[4](net[3](net[2](net[1](net[0](x)))))
@@ -406,7 +404,7 @@ def test_guided_backprop_on_googlenet_leaves_no_relu_unguided():
         with hooks.preserved_state(g), torch.enable_grad():
             xr = x.clone().requires_grad_(True)
             (plain,) = torch.autograd.grad(g(xr)[0, 3], xr)
-        with hooks.preserved_state(g), hooks.relu_backward_rule(g, "standard") as modules, \
+        with hooks.preserved_state(g), relu_rules.relu_backward_rule(g, "standard") as modules, \
                 torch.enable_grad():
             xr = x.clone().requires_grad_(True)
             (standard,) = torch.autograd.grad(g(xr)[0, 3], xr)
@@ -420,7 +418,7 @@ def test_standard_rule_accepts_any_activation():
     # The standard rule is the plain derivative: a GELU network is fine there.
     net = activation_net(nn.GELU())
     with unchanged(net):
-        with hooks.preserved_state(net), hooks.relu_backward_rule(net, "standard"), \
+        with hooks.preserved_state(net), relu_rules.relu_backward_rule(net, "standard"), \
                 torch.enable_grad():
             x = X.clone().requires_grad_(True)
             (ruled,) = torch.autograd.grad(net(x)[:, 1].sum(), x)

@@ -1,6 +1,6 @@
 """The fast ReLU rules (native ReLU + a backward hook) give what the all-Python rule gave.
 
-The reference below is the implementation that ``hooks.relu_backward_rule`` had before it
+The reference below is the implementation that ``relu_rules.relu_backward_rule`` had before it
 was made faster (issue 13): an autograd Function that saves x and builds the masks in
 Python, put in place of every ReLU module's forward and of every functional ReLU call.
 """
@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from featviz_helpers import hooks, methods
+from featviz_helpers import hooks, methods, relu_rules
 from featviz_helpers.library_guard import LibraryCopyUsed, library_copies_blocked
 
 
@@ -75,7 +75,7 @@ def reference_rule(model, rule):
 
 def rule_gradient(model, x, target, rule, reference=False, create_graph=False):
     """d(sum of each image's target logit)/dx under ``rule``."""
-    context = reference_rule(model, rule) if reference else hooks.relu_backward_rule(model, rule)
+    context = reference_rule(model, rule) if reference else relu_rules.relu_backward_rule(model, rule)
     with hooks.preserved_state(model), context, torch.enable_grad():
         xr = x.detach().clone().requires_grad_(True)
         scores = model(xr).gather(1, target[:, None]).sum()
@@ -104,9 +104,9 @@ def test_guided_and_deconvnet_match_the_reference(model_name, lite0, resnet18):
     torch.manual_seed(3)
     x = torch.randn(2, 3, 224, 224)
     t = torch.tensor([7, 282])
-    expected = {rule: rule_gradient(model, x, t, rule, reference=True) for rule in hooks.RULES}
+    expected = {rule: rule_gradient(model, x, t, rule, reference=True) for rule in relu_rules.RULES}
     assert_same(methods.guided_backprop(model, x, t), expected["guided"])
-    for rule in hooks.RULES:
+    for rule in relu_rules.RULES:
         assert_same(rule_gradient(model, x, t, rule), expected[rule])
     # the rules really differ here, so the comparison above means something
     assert not torch.allclose(expected["guided"], expected["standard"])
@@ -151,10 +151,10 @@ def test_every_relu_spelling_matches_the_reference_at_exact_zeros():
     # Integers and halves: many x exactly at 0 and at the ReLU6/hardtanh ceilings.
     x = torch.randint(-6, 7, (4, 5), generator=g).float() / 2
     upstream = torch.randint(-2, 3, (4, 5), generator=g).float()
-    for rule in hooks.RULES:
+    for rule in relu_rules.RULES:
         results = []
         for reference in (True, False):
-            context = reference_rule(net, rule) if reference else hooks.relu_backward_rule(net, rule)
+            context = reference_rule(net, rule) if reference else relu_rules.relu_backward_rule(net, rule)
             xr = x.clone().requires_grad_(True)
             with context:
                 out = net(xr)
@@ -166,7 +166,7 @@ def test_every_relu_spelling_matches_the_reference_at_exact_zeros():
 def test_relu_straight_into_a_sum():
     # sum's backward hands the ReLU an expanded (stride 0) gradient
     x = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
-    with hooks.relu_backward_rule(nn.Sequential(nn.ReLU()), "guided"):
+    with relu_rules.relu_backward_rule(nn.Sequential(nn.ReLU()), "guided"):
         y = F.relu(x)
     y.sum().backward()
     assert x.grad.tolist() == [0.0, 0.0, 1.0]
@@ -174,7 +174,7 @@ def test_relu_straight_into_a_sum():
 
 def test_functional_relu_on_a_leaf_and_on_ints():
     net = nn.Sequential(nn.ReLU())
-    with hooks.relu_backward_rule(net, "guided"):
+    with relu_rules.relu_backward_rule(net, "guided"):
         x = torch.tensor([-1.0, 0.0, 2.0, 3.0], requires_grad=True)
         y = F.relu(x)
         counts = F.relu(torch.tensor([-2, 0, 5]))      # integer ReLU: values as usual
@@ -191,12 +191,12 @@ def test_the_rules_relu_refuses_exercise_code_however_it_is_reached():
     # through a replaced module, a functional ReLU, or the Function itself.
     net = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
     x = torch.randn(2, 3)
-    for rule in hooks.RULES:
-        with hooks.relu_backward_rule(net, rule):
+    for rule in relu_rules.RULES:
+        with relu_rules.relu_backward_rule(net, rule):
             with library_copies_blocked("your code"):
                 for call in (lambda: net(x), lambda: F.relu(x), lambda: F.relu6(x),
-                             lambda: hooks._RuleReLU.apply(x, rule, None)):
-                    with pytest.raises(LibraryCopyUsed, match="hooks._RuleReLU"):
+                             lambda: relu_rules._RuleReLU.apply(x, rule, None)):
+                    with pytest.raises(LibraryCopyUsed, match="relu_rules._RuleReLU"):
                         call()
     assert torch.equal(F.relu(x), x.clamp_min(0))          # and outside, all is as usual
 
@@ -218,7 +218,7 @@ def test_plain_leaves_skip_only_the_rules_own_mode():
     # outside the block or inside it, still sees every call, and all is restored after.
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
     x = torch.randn(1, 3, 8, 8)
-    with Counting() as outer, hooks.relu_backward_rule(net, "guided"):
+    with Counting() as outer, relu_rules.relu_backward_rule(net, "guided"):
         assert "forward" in net[0].__dict__
         net(x)
         with Counting() as inner:
@@ -231,7 +231,7 @@ def test_a_copy_made_inside_the_block_uses_its_own_weights():
     import copy
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2)).eval()
     x = torch.randn(1, 3, 8, 8)
-    with hooks.relu_backward_rule(net, "guided"), torch.no_grad():
+    with relu_rules.relu_backward_rule(net, "guided"), torch.no_grad():
         twin = copy.deepcopy(net)
         twin[0].weight.mul_(-1)
         assert torch.allclose(twin[0](x), F.conv2d(x, twin[0].weight, twin[0].bias))
@@ -244,6 +244,6 @@ def test_a_subclass_of_a_plain_leaf_is_not_trusted():
             return F.gelu(super().forward(x))
     net = nn.Sequential(GeluConv(3, 4, 3), nn.ReLU()).eval()
     with pytest.raises(ValueError, match="computes GELU"):
-        with hooks.relu_backward_rule(net, "guided"):
+        with relu_rules.relu_backward_rule(net, "guided"):
             net(torch.randn(1, 3, 8, 8))
     assert not any("forward" in m.__dict__ for m in net.modules())

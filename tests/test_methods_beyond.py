@@ -152,7 +152,7 @@ def test_class_visualisation_reaches_its_classes_and_is_deterministic():
     again = methods.class_visualisation(net, [0, 1, 2, 3], size=16, steps=20, lr=20.0, l2=1e-3, jitter=0,
                                         blur_every=5)
     assert torch.equal(made, again) and frames == list(range(1, 21))
-    low, high = methods._pixel_range(net, "cpu", torch.float32)
+    low, high = methods.optimised._pixel_range(net, "cpu", torch.float32)
     assert (made >= low - 1e-6).all() and (made <= high + 1e-6).all()
     with torch.no_grad():
         assert net(made).argmax(1).tolist() == [0, 1, 2, 3]
@@ -236,7 +236,7 @@ def test_activation_maximisation_stops_at_the_layer(cnn, monkeypatch):
     finally:
         handle.remove()
     assert len(runs) == 1                       # the first, checking, step only
-    monkeypatch.setattr(methods, "_stop_at", lambda module: contextlib.nullcontext())
+    monkeypatch.setattr(methods.optimised, "_stop_at", lambda module: contextlib.nullcontext())
     whole = methods.activation_maximisation(cnn, "stage3", [1, 2], steps=5)
     assert torch.equal(stopped, whole)
 

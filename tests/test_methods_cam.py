@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from featviz_helpers import hooks, methods, models
+from featviz_helpers import hooks, methods, models, relu_rules
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ G = torch.tensor([[-2.0, 3, -1], [6, -3, 1], [2, -1, 3]])
 def test_relu_rules_worked_example(rule, expected, relu):
     net = nn.Sequential(relu)
     x = X.clone().requires_grad_(True)
-    with hooks.relu_backward_rule(net, rule) as changed:
+    with relu_rules.relu_backward_rule(net, rule) as changed:
         y = net(x)
     y.backward(G)
     assert changed == 1 and "forward" not in relu.__dict__
@@ -52,18 +52,18 @@ def test_relu_rules_worked_example(rule, expected, relu):
 def test_relu6_top_passes_no_gradient():
     x = torch.tensor([-1.0, 3.0, 7.0], requires_grad=True)
     net = nn.Sequential(nn.ReLU6())
-    with hooks.relu_backward_rule(net, "guided"):
+    with relu_rules.relu_backward_rule(net, "guided"):
         net(x).backward(torch.ones(3))
     assert x.grad.tolist() == [0.0, 1.0, 0.0]
 
 
 def test_relu_rule_restored_after_exception(resnet18):
     with pytest.raises(RuntimeError, match="boom"):
-        with hooks.relu_backward_rule(resnet18, "guided"):
+        with relu_rules.relu_backward_rule(resnet18, "guided"):
             raise RuntimeError("boom")
     assert not any("forward" in m.__dict__ for m in resnet18.modules())
     with pytest.raises(ValueError, match="rule"):
-        with hooks.relu_backward_rule(resnet18, "sideways"):
+        with relu_rules.relu_backward_rule(resnet18, "sideways"):
             pass
 
 
@@ -73,7 +73,7 @@ def test_standard_rule_reproduces_plain_gradient(resnet18):
     # Sanity of the override itself: the "standard" rule must give autograd's own gradient.
     x = torch.randn(2, 3, 64, 64, requires_grad=True)
     (plain,) = torch.autograd.grad(resnet18(x)[:, 5].sum(), x)
-    with hooks.relu_backward_rule(resnet18, "standard") as changed:
+    with relu_rules.relu_backward_rule(resnet18, "standard") as changed:
         (ruled,) = torch.autograd.grad(resnet18(x)[:, 5].sum(), x)
     assert changed == 9  # torchvision's ResNet-18: one ReLU per block (used twice) + the stem's
     assert torch.allclose(plain, ruled, atol=1e-6)
