@@ -1,19 +1,23 @@
-"""Time each visualisation method as a ratio to its floor, on EfficientNet-Lite0 at 224 px
-(and the ViT attention methods on the shapes ViT).
+"""Time every method of ``methods.CATALOGUE`` as a ratio to its floor, on EfficientNet-Lite0
+at 224 px (the ViT methods on the shapes ViT).
 
 Floors: the least work a method could do, written in bare PyTorch.
-  saliency, guided backprop: one forward + a backward to the input only (no weight grads);
+  saliency, guided backprop, input gradient: one forward + a backward to the input only
+                                             (no weight grads);
   CAM:                       one forward, no graph;
-  Grad-CAM:                  one forward + a backward that stops at the layer;
+  Grad-CAM, its activations and gradients: one forward + a backward that stops at the layer;
   Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor;
   ViT attention, rollout:    one forward (no graph).
 SmoothGrad and Integrated Gradients are timed as multiples of one saliency call, occlusion as
-a multiple of one forward pass, beside the number of such passes each makes.
+a multiple of one forward pass, beside the number of such passes each makes (a multiple near
+that number means nothing is added beyond the passes themselves).
 A ratio near 1.0 means the method adds no overhead of its own. Each method is timed
 alternately with its floor; the ratio is the median of the per-pair ratios. Thread count fixed.
+A catalogue method with no floor here is still timed: its latency, on the catalogue's cheap
+example call, is printed with "–" for the floor, so a new method is never left out.
 
-    python benchmarks/bench_methods.py [--threads 2] [--repeats 7] [--batches 1 8]
-                                       [--only saliency "guided bp"]
+    python benchmarks/bench_methods.py [--threads 2] [--repeats 9] [--batches 1 8]
+                                       [--only saliency "guided backprop"]
 """
 import argparse
 import statistics
@@ -74,106 +78,106 @@ def forward_backward_to_layer(model, x, target, layer):
         handle.remove()
 
 
+def measured(model, x, target, layer, n):
+    """{catalogue name: (call at the benchmark's settings, floor, what the floor is, passes)}
+    for the CNN methods that have a floor."""
+    to_input = lambda: forward_input_backward(model, x, target)
+    to_layer = lambda: forward_backward_to_layer(model, x, target, layer)
+    forward = lambda: forward_only(model, x)
+    one_saliency = lambda: methods.saliency(model, x, target)
+    return {
+        "input gradient": (lambda: methods.input_gradient(model, x, target), to_input,
+                           "fwd + input bwd", 1),
+        "saliency": (one_saliency, to_input, "fwd + input bwd", 1),
+        "guided backprop": (lambda: methods.guided_backprop(model, x, target), to_input,
+                            "fwd + input bwd", 1),
+        "CAM": (lambda: methods.cam(model, x, target), forward, "one forward", 1),
+        "layer activations and gradients": (
+            lambda: methods.layer_activations_and_gradients(model, x, target, layer), to_layer,
+            "fwd + bwd to layer", 1),
+        "Grad-CAM": (lambda: methods.grad_cam(model, x, target, layer), to_layer,
+                     "fwd + bwd to layer", 1),
+        "Guided Grad-CAM": (lambda: methods.guided_grad_cam(model, x, target, layer),
+                            lambda: (to_layer(), to_input()), "both floors", 1),
+        "SmoothGrad": (lambda: methods.smoothgrad(model, x, target, samples=n), one_saliency,
+                       "one saliency", n),
+        "Integrated Gradients": (lambda: methods.integrated_gradients(model, x, target, steps=n),
+                                 one_saliency, "one saliency", n),
+        "occlusion": (lambda: methods.occlusion(model, x, target, window=56, stride=28),
+                      forward, "one forward", 50),
+    }
+
+
+def vit_measured(vit, x):
+    """The same for the ViT methods, each against one forward pass."""
+    attn = methods.vit_attention(vit, x)
+    forward = lambda: forward_only(vit, x)
+    return {
+        "attention": (lambda: methods.vit_attention(vit, x), forward, "one forward", 1),
+        "attention rollout": (lambda: methods.attention_rollout(methods.vit_attention(vit, x)),
+                              forward, "one forward", 1),
+        "rollout (from attention)": (lambda: methods.attention_rollout(attn), forward,
+                                     "one forward", 1),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--only", nargs="+", metavar="ROW",
-                        help="time only these rows (e.g. saliency \"guided bp\" or "
-                             "\"extraction + rollout\"); case-insensitive, all by default")
+                        help="time only these rows, by their catalogue name (e.g. saliency "
+                             "\"guided backprop\" \"attention rollout\"); case-insensitive, all "
+                             "by default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
+    from featviz_helpers import shapes
+
     model = models.load_model("efficientnet_lite0")
+    vit = models.load_model("shapes_vit")
     photo = images.preprocess(images.load_image("chelsea"), model)
-    print(f"EfficientNet-Lite0, 224 px, {args.threads} threads, median of {args.repeats}; "
-          f"torch {torch.__version__}")
-    print("Grad-CAM at _blocks.15; floors as in this script's docstring")
-    print(f"{'batch':>5}  {'method':<10} {'time (ms)':>10} {'floor (ms)':>11} {'ratio':>6}")
+    layer, n = "_blocks.15", 8
+    print(f"EfficientNet-Lite0, 224 px (ViT methods: shapes_vit, 64 px), {args.threads} threads, "
+          f"median of {args.repeats}; torch {torch.__version__}")
+    print(f"Grad-CAM family at {layer}; SmoothGrad and IG with {n} passes; occlusion with a "
+          "56 px window, stride 28 (49 positions + 1 unoccluded); floors as in the docstring")
+    print(f"{'batch':>5}  {'method':<32} {'time (ms)':>10} {'floor (ms)':>11} {'floor':<18} "
+          f"{'ratio':>6} {'passes':>6}")
     for b in args.batches:
         x = photo.repeat(b, 1, 1, 1)
         target = torch.arange(b) % 1000
-        layer = "_blocks.15"
-        to_input = lambda: forward_input_backward(model, x, target)
-        to_layer = lambda: forward_backward_to_layer(model, x, target, layer)
-        rows = [
-            ("saliency", lambda: methods.saliency(model, x, target), to_input),
-            ("guided bp", lambda: methods.guided_backprop(model, x, target), to_input),
-            ("CAM", lambda: methods.cam(model, x, target), lambda: forward_only(model, x)),
-            ("Grad-CAM", lambda: methods.grad_cam(model, x, target, layer), to_layer),
-            ("Guided GC", lambda: methods.guided_grad_cam(model, x, target, layer),
-             lambda: (to_layer(), to_input())),
-        ]
-        for name, fn, floor in rows:
-            if not wanted(args, name):
+        x_vit = images.preprocess(shapes.generate(b, seed=0)[0], vit)
+        target_vit = torch.arange(b) % len(shapes.CLASSES)
+        rows = {**measured(model, x, target, layer, n), **vit_measured(vit, x_vit)}
+        for method in methods.CATALOGUE:
+            if not wanted(args, method.name):
                 continue
+            if method.name in rows:
+                fn, floor, what, passes = rows[method.name]
+                repeats = args.repeats if passes == 1 else max(3, args.repeats // 3)
+                t, f, ratio = paired_times(fn, floor, repeats)
+                print(f"{b:>5}  {method.name:<32} {t * 1e3:>10.1f} {f * 1e3:>11.1f} {what:<18} "
+                      f"{ratio:>6.2f} {passes:>6}")
+            else:       # no floor: the latency of the catalogue's example call
+                on_vit = method.architecture == "ViT"
+                call = (lambda: method.example(vit, x_vit, target_vit, None)) if on_vit else \
+                    (lambda: method.example(model, x, target, layer))
+                t = statistics.median(seconds(call) for _ in range(max(3, args.repeats // 3)))
+                print(f"{b:>5}  {method.name:<32} {t * 1e3:>10.1f} {'–':>11} {'(example call)':<18} "
+                      f"{'–':>6} {'–':>6}")
+        if wanted(args, "rollout (from attention)"):
+            fn, floor, what, passes = rows["rollout (from attention)"]
             t, f, ratio = paired_times(fn, floor, args.repeats)
-            print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {f * 1e3:>11.1f} {ratio:>6.2f}")
-    if any(wanted(args, name) for name in BEYOND_ROWS):
-        beyond_table(args, model, photo)
-    if any(wanted(args, name) for name in VIT_ROWS):
-        vit_table(args)
+            print(f"{b:>5}  {'rollout (from attention)':<32} {t * 1e3:>10.1f} {f * 1e3:>11.1f} "
+                  f"{what:<18} {ratio:>6.2f} {passes:>6}")
 
 
 def wanted(args, name: str) -> bool:
     """Whether ``--only`` (if given) names this row."""
     return args.only is None or name.lower() in {o.lower() for o in args.only}
 
-
-VIT_ROWS = ("attention extraction", "rollout (from attention)", "extraction + rollout")
-BEYOND_ROWS = ("SmoothGrad", "IG", "occlusion")
-
-
-def beyond_table(args, model, photo):
-    """The methods that repeat a basic pass: SmoothGrad (n noisy copies) and Integrated
-    Gradients (m points on a path) as multiples of one saliency call, whose floor they share,
-    and occlusion as a multiple of one forward pass, against the forward passes it makes.
-    A multiple near n (or m, or the window count + 1) means nothing is added beyond the
-    passes themselves; less means batching the passes made each cheaper."""
-    n = 8
-    repeats = max(3, args.repeats // 3)        # each call is n passes: fewer repeats suffice
-    print(f"\nSmoothGrad and IG with {n} passes, as multiples of one saliency call; occlusion "
-          f"(56 px window, stride 28: 49 positions + 1 unoccluded) as a multiple of one forward")
-    print(f"{'batch':>5}  {'method':<10} {'time (ms)':>10} {'unit (ms)':>10} {'multiple':>9} "
-          f"{'passes':>7}")
-    for b in args.batches:
-        x = photo.repeat(b, 1, 1, 1)
-        target = torch.arange(b) % 1000
-        one_saliency = lambda: methods.saliency(model, x, target)
-        rows = [
-            ("SmoothGrad", lambda: methods.smoothgrad(model, x, target, samples=n), one_saliency, n),
-            ("IG", lambda: methods.integrated_gradients(model, x, target, steps=n), one_saliency, n),
-            ("occlusion", lambda: methods.occlusion(model, x, target, window=56, stride=28),
-             lambda: forward_only(model, x), 50),
-        ]
-        for name, fn, unit, passes in rows:
-            if not wanted(args, name):
-                continue
-            t, u, ratio = paired_times(fn, unit, repeats)
-            print(f"{b:>5}  {name:<10} {t * 1e3:>10.1f} {u * 1e3:>10.1f} {ratio:>9.2f} {passes:>7}")
-
-
-def vit_table(args):
-    """Attention extraction and rollout on the shapes ViT, as ratios to one forward pass."""
-    from featviz_helpers import shapes
-
-    vit = models.load_model("shapes_vit")
-    print("\nshapes_vit (torchvision VisionTransformer, 64 px, patch 8), floor = one forward")
-    print(f"{'batch':>5}  {'step':<24} {'time (ms)':>8} {'floor (ms)':>11} {'ratio':>6}")
-    for b in args.batches:
-        x = images.preprocess(shapes.generate(b, seed=0)[0], vit)
-        attn = methods.vit_attention(vit, x)
-        forward = lambda: forward_only(vit, x)
-        rows = [("attention extraction", lambda: methods.vit_attention(vit, x)),
-                ("rollout (from attention)", lambda: methods.attention_rollout(attn)),
-                ("extraction + rollout",
-                 lambda: methods.attention_rollout(methods.vit_attention(vit, x)))]
-        for name, fn in rows:
-            if not wanted(args, name):
-                continue
-            t, f, ratio = paired_times(fn, forward, args.repeats)
-            print(f"{b:>5}  {name:<24} {t * 1e3:>8.1f} {f * 1e3:>11.1f} {ratio:>6.2f}")
 
 if __name__ == "__main__":
     main()

@@ -232,7 +232,8 @@ def _rule_forward(module: nn.Module, override: _RuleOverride):
 @contextlib.contextmanager
 def relu_backward_rule(model: nn.Module, rule: str = "guided") -> Iterator[int]:
     """Inside the block, every ReLU/ReLU6 of ``model`` backpropagates by ``rule`` (see
-    :data:`RULES`); yields how many ``nn.ReLU``/``nn.ReLU6`` modules were changed.
+    :data:`RULES`; Springenberg et al. 2015, notebook 03 §1–§2); yields how many
+    ``nn.ReLU``/``nn.ReLU6`` modules were changed.
 
     Works with ``inplace=True`` ReLUs (the replacement is out of place) and with one ReLU
     module applied several times (torchvision's ResNet blocks). Functional calls

@@ -23,28 +23,14 @@ MAPS = torch.rand(2, 8, 8)        # for the deletion and insertion metrics
 
 
 def calls(cnn, vit, x):
-    """Every method (and the metrics that run a model), on ``cnn``/``vit`` and batch ``x``."""
-    return {
-        "saliency": lambda: methods.saliency(cnn, x, T),
-        "guided_backprop": lambda: methods.guided_backprop(cnn, x, T),
-        "neuron_guided_backprop": lambda: methods.neuron_guided_backprop(cnn, x, "stage4", 3),
-        "cam": lambda: methods.cam(cnn, x, T),
-        "grad_cam": lambda: methods.grad_cam(cnn, x, [1, 4], "stage4"),
-        "guided_grad_cam": lambda: methods.guided_grad_cam(cnn, x, 2, "stage5"),
-        "vit_attention": lambda: methods.vit_attention(vit, x),
-        "attention_rollout": lambda: methods.attention_rollout(methods.vit_attention(vit, x)),
-        "vit_grad_cam": lambda: methods.vit_grad_cam(vit, x, T),
-        "smoothgrad": lambda: methods.smoothgrad(cnn, x, T, samples=3),
-        "integrated_gradients": lambda: methods.integrated_gradients(cnn, x, T, steps=3),
-        "occlusion": lambda: methods.occlusion(cnn, x, T, window=32, stride=32),
-        "ascent_step": lambda: methods.ascent_step(cnn, x, T, 1.0, 0.01),
-        "class_visualisation": lambda: methods.class_visualisation(cnn, [1, 4], size=32, steps=2),
-        "fooling_image": lambda: methods.fooling_image(cnn, x, T, lr=2.0, max_steps=200),
-        "activation_maximisation": lambda: methods.activation_maximisation(cnn, "stage3", 2,
-                                                                           size=32, steps=2),
-        "deletion_auc": lambda: metrics.deletion_auc(cnn, x, MAPS, T, steps=3),
-        "insertion_auc": lambda: metrics.insertion_auc(cnn, x, MAPS, 3, steps=3),
-    }
+    """Every method of the catalogue (and the metrics that run a model), on ``cnn``/``vit``
+    and batch ``x``."""
+    found = {method.name: (lambda m=method: m.example(cnn if m.architecture == "CNN" else vit,
+                                                      x, T, "stage4"))
+             for method in methods.CATALOGUE}
+    found["deletion_auc"] = lambda: metrics.deletion_auc(cnn, x, MAPS, T, steps=3)
+    found["insertion_auc"] = lambda: metrics.insertion_auc(cnn, x, MAPS, 3, steps=3)
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +78,7 @@ def _architectures(trained, device="cpu"):
 
 # A fooling image stops each image when its prediction flips: on meta tensors there are no
 # predictions to read.
-DATA_DEPENDENT = {"fooling_image"}
+DATA_DEPENDENT = {m.name for m in methods.CATALOGUE if m.data_dependent}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in DATA_DEPENDENT])

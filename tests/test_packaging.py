@@ -35,6 +35,15 @@ def test_wheel_and_sdist_carry_the_data(dists):
         assert f"data/{name}" in in_sdist, f"sdist lacks data/{name}"
 
 
+def test_wheel_carries_every_module(dists):
+    # pyproject.toml lists the packages explicitly: a new subpackage must be added there.
+    wheel, _ = dists
+    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    modules = [p.relative_to(ROOT).as_posix() for p in (ROOT / "featviz_helpers").rglob("*.py")]
+    assert modules and not [m for m in modules if m not in in_wheel], \
+        f"the wheel lacks {[m for m in modules if m not in in_wheel]}: list the package in pyproject.toml"
+
+
 def test_wheel_in_a_fresh_environment_loads_photos_and_models_from_anywhere(dists, tmp_path):
     wheel, _ = dists
     env = tmp_path / "venv"

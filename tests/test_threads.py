@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from featviz_helpers import hooks, methods, metrics
+from featviz_helpers import hooks, methods, metrics, models
 
 from state_helpers import small_net, unchanged
 
@@ -26,14 +26,11 @@ X = torch.rand(3, 3, 16, 16) * 2 - 1
 T = torch.tensor([1, 3, 4])
 MAPS = torch.rand(3, 4, 4)
 
-CALLS = {
-    "saliency": lambda m: methods.saliency(m, X, T),
-    "guided_backprop": lambda m: methods.guided_backprop(m, X, T),
-    "grad_cam": lambda m: methods.grad_cam(m, X, T, "3"),
-    "cam": lambda m: methods.cam(m, X, T),
-    "neuron_guided_backprop": lambda m: methods.neuron_guided_backprop(m, X, "3", 2),
-    "deletion_auc": lambda m: metrics.deletion_auc(m, X, MAPS, T, steps=4),
-}
+# Every CNN method of the catalogue (at layer "3", a conv of small_net), and a metric that
+# runs the model.
+CALLS = {method.name: (lambda m, method=method: method.example(m, X, T, "3"))
+         for method in methods.CATALOGUE if method.architecture == "CNN"}
+CALLS["deletion_auc"] = lambda m: metrics.deletion_auc(m, X, MAPS, T, steps=4)
 
 
 def run_together(jobs):
@@ -69,12 +66,14 @@ def assert_all_equal(results, expected):
 
 @pytest.fixture()
 def net():
-    return small_net()     # train mode, BatchNorm, in-place ReLUs, one frozen parameter
+    net = small_net()      # train mode, BatchNorm, in-place ReLUs, one frozen parameter
+    net.input_spec = models.SHAPES_SPEC      # the optimised images read their pixel range
+    return net
 
 
 def test_guided_backprop_beside_saliency(net):
     # The worst case: guided backprop patches the ReLUs while saliency runs.
-    names = ["guided_backprop", "saliency"] * (THREADS // 2)
+    names = ["guided backprop", "saliency"] * (THREADS // 2)
     expected = [CALLS[n](net) for n in names]
     with unchanged(net):
         results = run_together([lambda n=n: CALLS[n](net) for n in names])
@@ -100,7 +99,7 @@ def test_every_method_at_once_on_a_train_mode_model(net):
 def test_a_call_that_raises_beside_one_that_works(net):
     # Thread 1's calls fail after their forward pass (class 7 of 5 is out of range); thread 2's
     # must still be right, and the model restored.
-    expected = CALLS["guided_backprop"](net)
+    expected = CALLS["guided backprop"](net)
 
     def failing():
         with pytest.raises(ValueError, match="out of range"):
@@ -108,7 +107,7 @@ def test_a_call_that_raises_beside_one_that_works(net):
         return expected
 
     with unchanged(net):
-        results = run_together([failing, lambda: CALLS["guided_backprop"](net)])
+        results = run_together([failing, lambda: CALLS["guided backprop"](net)])
     assert_all_equal(results, [expected, expected])
 
 
@@ -140,9 +139,9 @@ def test_own_code_is_safe_under_the_models_lock(net):
             (g,) = torch.autograd.grad(methods.class_scores(net(x), T).sum(), x)
         return g
 
-    expected = [plain_gradient(), CALLS["guided_backprop"](net)]
+    expected = [plain_gradient(), CALLS["guided backprop"](net)]
     with unchanged(net):
-        results = run_together([plain_gradient, lambda: CALLS["guided_backprop"](net)])
+        results = run_together([plain_gradient, lambda: CALLS["guided backprop"](net)])
     assert_all_equal(results, expected)
 
 

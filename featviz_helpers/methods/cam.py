@@ -70,8 +70,10 @@ def layer_activations_and_gradients(model: nn.Module, x: torch.Tensor, target,
     return cap.activations[name], cap.gradients[name]
 
 
+@library_copy
 def grad_cam_weights(gradients: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM's channel weights α_k = mean over positions of ∂S_c/∂A_k: (B,K,h,w) → (B,K)."""
+    """Grad-CAM's channel weights α_k = mean over positions of ∂S_c/∂A_k (notebook 05 §1):
+    (B,K,h,w) → (B,K)."""
     return gradients.mean(dim=(2, 3))
 
 
