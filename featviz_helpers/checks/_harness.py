@@ -1,0 +1,282 @@
+"""The harness every notebook's checks share.
+
+Student code runs on private copies of the model and the inputs, with the library copies
+of the methods blocked (:func:`run_exercise`, :func:`try_exercise`); a check compares the
+result with the library copy's and diagnoses a mismatch in one way (:func:`_verdict`);
+hidden tests run further cases the same way (:func:`_hidden_case`), on targets other than
+the top-1 (:func:`_hidden_targets`) and on seeded random models (:func:`_random_resnet18`).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .. import models
+from ..hooks import ModelState, model_state, preserved_state, state_changes
+from ..library_guard import LibraryCopyUsed, library_copies_blocked
+
+
+class CheckError(AssertionError):
+    """An exercise check failed; the message says what is wrong."""
+
+
+def rel_error(a, b) -> float:
+    """max |a − b| / max(max |a|, max |b|): the error relative to the larger array's scale.
+
+    Scale-relative rather than element-wise, so entries that are (nearly) zero in both
+    arrays do not blow the ratio up. About 1e-6 is float32 round-off; 1e-2 is a bug.
+    """
+    a = torch.as_tensor(a).detach().double().cpu()
+    b = torch.as_tensor(b).detach().double().cpu()
+    if a.shape != b.shape:
+        raise CheckError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}.")
+    scale = max(a.abs().max().item() if a.numel() else 0.0,
+                b.abs().max().item() if b.numel() else 0.0, 1e-30)
+    return (a - b).abs().max().item() / scale if a.numel() else 0.0
+
+
+def assert_close(actual, expected, tol: float, what: str, hint: str = "") -> float:
+    """Raise :class:`CheckError` unless ``rel_error(actual, expected) <= tol``; return it."""
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    if actual.shape != expected.shape:
+        raise CheckError(
+            f"{what}: shape {tuple(actual.shape)}, expected {tuple(expected.shape)}. {hint}"
+        )
+    err = rel_error(actual, expected)
+    if not err <= tol:  # also catches NaN
+        raise CheckError(f"{what}: relative error {err:.2e} > tolerance {tol:.0e}. {hint}")
+    return err
+
+
+def _passed(message: str) -> None:
+    print(f"passed: {message}")
+
+
+def _verdict(what: str, got: torch.Tensor, expected: torch.Tensor, diagnoses, hint: str,
+             tol: float = 1e-4, refusals=()) -> None:
+    """The one way a check compares and diagnoses: pass if ``got`` matches ``expected``;
+    else name the first recognised mistake among ``diagnoses`` [(what that mistake
+    computes, message)], or give ``hint``. ``diagnoses`` may be a function returning that
+    list: it is then only computed when needed. ``refusals`` [(whether ``got`` has a
+    property no right answer has, message)] are named, for a ``got`` that does not match,
+    before any diagnosis (Grad-CAM's negative values, say)."""
+    if got.shape != expected.shape:
+        raise CheckError(f"{what}: shape {tuple(got.shape)}, expected {tuple(expected.shape)}. "
+                         f"{hint}")
+    err = rel_error(got, expected)
+    if err <= tol:
+        _passed(f"{what} matches the library copy (relative error {err:.1e}).")
+        return
+    for wrong, message in refusals:
+        if wrong:
+            raise CheckError(f"{what}: {message}")
+    for candidate, message in (diagnoses() if callable(diagnoses) else diagnoses):
+        if candidate.shape == got.shape and rel_error(got, candidate) <= tol:
+            raise CheckError(f"{what}: {message}")
+    raise CheckError(f"{what} differs from the library copy: relative error {err:.2e}. {hint}")
+
+
+def _score_gradient(model: nn.Module, x: torch.Tensor, scores_fn) -> torch.Tensor:
+    """∂(Σ scores_fn(model(x)))/∂x, (B,C,H,W), the model in eval mode and frozen.
+
+    Only for scores :func:`methods.input_gradient` does not take (it differentiates each
+    image's target logit): the softmax probability a mistake differentiates, say.
+    """
+    with preserved_state(model), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(scores_fn(model(x)).sum(), x)
+    return g
+
+
+# ----------------------------------------------------------- running the student's code
+
+def _private(arg):
+    """A copy the student's code may do anything to: modules deep-copied, tensors cloned."""
+    if isinstance(arg, nn.Module):
+        return copy.deepcopy(arg)
+    if isinstance(arg, torch.Tensor):
+        return arg.detach().clone()
+    return arg
+
+
+def _mutated_inputs(args, copies) -> list[int]:
+    return [n for n, (a, c) in enumerate(zip(args, copies))
+            if isinstance(a, torch.Tensor) and not (c.shape == a.shape and torch.equal(c, a))]
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _put_back(model: nn.Module, state: ModelState, hook_keys: list) -> None:
+    """Restore ``model`` to ``state`` (taken by :func:`hooks.model_state`): mode, flags,
+    tensors, gradients, and no hook or replaced forward that was not there before."""
+    for m, training in zip(model.modules(), state.training):
+        m.training = training
+    for p, flag, had_grad in zip(model.parameters(), state.requires_grad, state.has_grad):
+        p.requires_grad_(flag)
+        if not had_grad:
+            p.grad = None
+    with torch.no_grad():
+        model.load_state_dict(state.tensors)
+    for (name, m), keys in zip(model.named_modules(), hook_keys):
+        for attr, before in zip(_HOOK_DICTS, keys):
+            hooks = getattr(m, attr)
+            for key in [k for k in hooks if k not in before]:
+                del hooks[key]
+        if "forward" in m.__dict__ and (name or "the model") not in state.patched:
+            del m.__dict__["forward"]
+
+
+def _hook_keys(model: nn.Module) -> list:
+    return [[set(getattr(m, attr)) for attr in _HOOK_DICTS] for m in model.modules()]
+
+
+def _run(what: str, fn, args, train: bool = False):
+    """``fn(*copies of args)`` with the library copies blocked; checks it left them alone.
+
+    Models among ``args`` are deep-copied (and put in train mode if ``train``), tensors
+    cloned. Raises :class:`CheckError` if the call changed a model's state or an input —
+    or the caller's own model, reached through a global name instead of the argument (which
+    is then put back as it was, so later cells are not affected).
+    """
+    originals = [(a, model_state(a), _hook_keys(a)) for a in args if isinstance(a, nn.Module)]
+    copies = [_private(a) for a in args]
+    nets = [c for c in copies if isinstance(c, nn.Module)]
+    if train:
+        for net in nets:
+            net.train()
+    before = [model_state(net) for net in nets]
+    try:
+        with library_copies_blocked(what):
+            result = fn(*copies)
+    finally:
+        touched = [(m, state, keys) for m, state, keys in originals
+                   if state_changes(state, model_state(m))]
+        for m, state, keys in touched:
+            _put_back(m, state, keys)
+    if touched:
+        raise CheckError(f"{what} changed the notebook's own model, not the copy it was given: "
+                         "use the `model` argument, not a global variable. (The notebook's "
+                         "model has been put back as it was.)")
+    for net, state in zip(nets, before):
+        changes = state_changes(state, model_state(net))
+        if changes:
+            raise CheckError(f"{what} {changes[0]}")
+    mutated = _mutated_inputs(args, copies)
+    if mutated:
+        raise CheckError(f"{what} changed its input argument number {mutated[0] + 1} in place; "
+                         "work on new tensors (no `+=`, `.clamp_()`, `x[...] = ...` on inputs): "
+                         "the caller still needs them.")
+    return result
+
+
+def _tensor(what: str, result) -> torch.Tensor:
+    if not isinstance(result, torch.Tensor):
+        raise CheckError(f"{what} must return a torch.Tensor, not {type(result).__name__}.")
+    return result.detach()
+
+
+def run_exercise(fn, *args):
+    """``fn(*args)`` on private copies, with the library copies blocked; its result.
+
+    For identity checks on your function: raises :class:`CheckError` if it changed the
+    model or an input, so a mistake cannot reach the notebook's own model.
+    """
+    return _run(f"your {getattr(fn, '__name__', 'function')}", fn, args)
+
+
+def try_exercise(fn, *args):
+    """Your function's result on private copies of ``args``, or ``None`` with a note.
+
+    For the cells that show your own result: an exercise that is not written yet (or
+    raises) prints one line instead of stopping the notebook; the graded cells say why.
+    """
+    name = getattr(fn, "__name__", "your function")
+    try:
+        return run_exercise(fn, *args)
+    except NotImplementedError:
+        print(f"`{name}` is not written yet, so this cell shows the library copy instead.")
+    except Exception as e:  # noqa: BLE001 - any failure is reported, never raised here
+        print(f"`{name}` raised {type(e).__name__}: {e}\nThis cell shows the library copy "
+              "instead; the graded cells above say what to fix.")
+    return None
+
+
+# ------------------------------------------------------------------------- hidden cases
+
+def _hidden_case(case: str, fn, args, expected: torch.Tensor, tol: float = 1e-4,
+                 hint: str = "", train: bool = False) -> None:
+    """One hidden test: ``fn(*args)`` on private copies must match ``expected`` and leave
+    every model and input as it was. ``case`` says in words what is being tested."""
+    what = f"[{case}] your function"
+    try:
+        got = _tensor(what, _run(what, fn, args, train=train))
+    except (CheckError, LibraryCopyUsed, NotImplementedError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckError(f"{what} raised {type(e).__name__}: {e}") from e
+    if got.shape != expected.shape:
+        raise CheckError(f"{what} returned shape {tuple(got.shape)}, expected "
+                         f"{tuple(expected.shape)}. {hint}")
+    err = rel_error(got, expected)
+    if not err <= tol:
+        raise CheckError(f"{what} differs from the right answer: relative error {err:.2e}. "
+                         f"{hint}")
+
+
+def _restores_after_error(case: str, fn, model: nn.Module, args) -> None:
+    """Hidden test: when the forward pass raises inside ``fn``, the model is still restored."""
+    what = f"[{case}] your function"
+    net = copy.deepcopy(model)
+    before = model_state(net)
+    with library_copies_blocked(what):
+        try:
+            fn(net, *args)
+        except (LibraryCopyUsed, NotImplementedError):
+            raise
+        except Exception:  # noqa: BLE001 - the error is expected; the state is what we test
+            pass
+    changes = state_changes(before, model_state(net))
+    if changes:
+        raise CheckError(f"{what}: when the forward pass raised, your function {changes[0]}")
+
+
+def _hidden_targets(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A class per image that is not its top-1 (rank 2, 4, 3, 5, … of its own top 5)."""
+    with preserved_state(model), torch.no_grad():
+        top5 = model(x).topk(5, dim=1).indices
+    ranks = torch.tensor([2, 4, 3, 5, 1])[torch.arange(x.shape[0]) % 5] - 1
+    return top5[torch.arange(x.shape[0]), ranks]
+
+
+def _small_resnet_case(seed: int):
+    """A random-weight ResNet-18 (in-place ReLUs, BatchNorm) with two 64 px inputs."""
+    return (_random_resnet18(),
+            torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(seed)),
+            torch.tensor([3, 7]))
+
+
+def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str) -> None:
+    """The hidden case most exercises share: ``fn(resnet, x, t, *extra)`` against the
+    library's ``method`` with the same arguments, on :func:`_small_resnet_case`'s ResNet-18
+    handed over in train mode."""
+    resnet, xr, tr = _small_resnet_case(seed)
+    _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
+                 [resnet, xr, tr, *extra], method(resnet, xr, tr, *extra), train=True, hint=hint)
+
+
+# ----------------------------------------------------------------- seeded random models
+
+def _seeded(build):
+    """``build()`` with torch's global RNG seeded, without disturbing the caller's RNG."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return build()
+
+
+def _random_resnet18() -> nn.Module:
+    """ResNet-18 with random weights: in-place ReLUs, one ReLU used twice per block."""
+    return _seeded(lambda: models.load_model("resnet18", pretrained=False))
+

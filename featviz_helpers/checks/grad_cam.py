@@ -1,0 +1,121 @@
+"""Checks of notebook 05_grad_cam: Grad-CAM from scratch (§2) and the perturbation
+baseline, occlusion (§9)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import methods
+from ..hooks import preserved_state
+from ._harness import (CheckError, _hidden_case, _hidden_resnet_case, _hidden_targets, _passed,
+                       _random_resnet18, _restores_after_error, _run, _tensor, _verdict)
+
+
+_GRAD_CAM_HINT = ("α_k = mean of ∂S_c/∂A_k over positions (per image, per channel); "
+                  "L = ReLU(Σ_k α_k A_k), at the layer you were given, each image's own target.")
+
+
+def _grad_cam_mistakes(model, x, target, layer):
+    """The usual mistakes, from the layer's activations A and gradients ∂S_c/∂A."""
+    a, g = methods.layer_activations_and_gradients(model, x, target, layer)
+    return [
+        ((g * a).sum(1).clamp_min(0), "you multiplied gradients and activations position by "
+                                      "position; first average the gradients over positions to "
+                                      "get one weight α_k per channel."),
+        ((g.sum((2, 3), keepdim=True) * a).sum(1).clamp_min(0),
+         "you summed the gradients over positions; α_k is their mean (divide by Z = h·w)."),
+        ((g.mean((0, 2, 3), keepdim=True) * a).sum(1).clamp_min(0),
+         "you averaged the gradients over the batch too; α_k is per image: mean over (h, w) only."),
+        ((-g.mean((2, 3), keepdim=True) * a).sum(1).clamp_min(0),
+         "your map is the counterfactual one: the gradient's sign is flipped."),
+    ]
+
+
+def check_grad_cam(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None:
+    """``fn(model, x, target, layer)`` → (B,h,w), compared with ``methods.grad_cam``
+    (notebook 05 §2, "Exercise: Grad-CAM")."""
+    got = _tensor("your Grad-CAM", _run("your Grad-CAM", fn, [model, x, target, layer]))
+    expected = methods.grad_cam(model, x, target, layer)
+    if got.shape != expected.shape:
+        raise CheckError(f"shape {tuple(got.shape)}; expected (B,h,w) = {tuple(expected.shape)} "
+                         "at the layer's resolution.")
+    _verdict(f"Grad-CAM at {layer!r}", got, expected,
+             lambda: _grad_cam_mistakes(model, x, target, layer), _GRAD_CAM_HINT,
+             refusals=[((got < 0).any(), "your map has negative values: Grad-CAM ends with a "
+                                         "ReLU, keeping only evidence *for* the class.")])
+
+
+def hidden_check_grad_cam(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests of notebook 05 §2: mixed non-top-1 targets, train mode, ResNet-18 at two
+    layers, hooks removed even when the forward pass raises."""
+    x = x[:3]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than each image's top-1 class, mixed in one batch, at "
+                 "'_blocks.15'", fn, [model, x, t, "_blocks.15"],
+                 methods.grad_cam(model, x, t, "_blocks.15"), hint=_GRAD_CAM_HINT)
+    _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2], "_head_act"],
+                 methods.grad_cam(model, x[:2], t[:2], "_head_act"), train=True,
+                 hint="Eval mode inside (BatchNorm's running statistics), restored after.")
+    resnet = _random_resnet18()
+    xr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    tr = torch.tensor([4, 6])
+    for layer in ("layer3", "layer4"):
+        _hidden_case(f"ResNet-18 (random weights) in train mode at {layer!r}", fn,
+                     [resnet, xr, tr, layer], methods.grad_cam(resnet, xr, tr, layer),
+                     train=True, hint=_GRAD_CAM_HINT)
+    _restores_after_error("a forward pass that raises (a 2-channel input)", fn, resnet,
+                          [xr[:, :2], tr, "layer3"])
+    _passed("hidden tests of Grad-CAM.")
+
+
+_OCCLUSION_HINT = ("For each window position (every `stride` pixels, plus one flush with the far "
+                   "edge): set the window to 0, drop = p(target | x) − p(target | occluded x) "
+                   "(softmax probabilities); each pixel gets the mean drop of the windows "
+                   "covering it.")
+
+
+def check_occlusion(fn, model: nn.Module, x: torch.Tensor, target, window: int,
+                    stride: int) -> None:
+    """``fn(model, x, target, window, stride)`` → (B,H,W), against ``methods.occlusion``
+    (notebook 05 §9, "The perturbation baseline: occlusion")."""
+    t = methods.model_targets(model, x, target)
+    got = _tensor("your occlusion map",
+                  _run("your occlusion map", fn, [model, x, t, window, stride]))
+    expected = methods.occlusion(model, x, t, window, stride)
+    _verdict("occlusion", got, expected,
+             lambda: _occlusion_mistakes(model, x, t, window, stride, expected), _OCCLUSION_HINT)
+
+
+def _occlusion_mistakes(model, x, t, window, stride, expected):
+    """The usual mistakes, built from the same window drops (one forward pass per window)."""
+    H, W = x.shape[-2:]
+    masks = methods.occlusion_masks(H, W, window, stride, device=x.device)
+    with preserved_state(model), torch.no_grad():
+        logits = model(x)
+        p, s = logits.softmax(1).gather(1, t[:, None]), logits.gather(1, t[:, None])
+        total_p = torch.zeros(x.shape[0], H, W, device=x.device)
+        total_s = torch.zeros(x.shape[0], H, W, device=x.device)
+        for mask in masks:
+            out = model(x.masked_fill(mask, 0))
+            total_p += (p - out.softmax(1).gather(1, t[:, None]))[:, :, None] * mask
+            total_s += (s - out.gather(1, t[:, None]))[:, :, None] * mask
+    return [
+        (-expected, "the sign is flipped: the map is p(x) − p(occluded x), positive where hiding "
+                    "the pixels hurts the class."),
+        (total_p, "you summed the drops of the windows covering a pixel; take their mean."),
+        (total_s / masks.sum(0), "you used the logit; Zeiler & Fergus's map is the class "
+                                 "probability."),
+    ]
+
+
+def hidden_check_occlusion(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests of notebook 05 §9: mixed non-top-1 targets with a stride that does not
+    tile the image; train-mode ResNet-18."""
+    x = x[:2]
+    t = _hidden_targets(model, x)
+    _hidden_case("targets other than the top-1, window 20, stride 12 (needs the edge window)",
+                 fn, [model, x, t, 20, 12], methods.occlusion(model, x, t, 20, 12),
+                 hint=_OCCLUSION_HINT)
+    _hidden_resnet_case(fn, methods.occlusion, 24, 16, 16, hint=_OCCLUSION_HINT)
+    _passed("hidden tests of occlusion.")
+
