@@ -63,7 +63,7 @@ def test_readme_maps_every_notebook():
 
 
 def test_no_unsafe_torch_load():
-    for path in [*ROOT.glob("featviz_helpers/*.py"), *ROOT.glob("benchmarks/*.py"),
+    for path in [*ROOT.glob("featviz_helpers/**/*.py"), *ROOT.glob("benchmarks/*.py"),
                  *ROOT.glob("tests/*.py"), *NOTEBOOKS]:
         for call in re.findall(r"torch\.load\(([^)]*)\)", path.read_text(encoding="utf-8")):
             assert "weights_only=True" in call, f"{path.name}: torch.load without weights_only=True"
