@@ -317,20 +317,21 @@ def _shapes_vit_data(ctx):
         vit = models.load_model("shapes_vit")
         pictures, labels, _ = shapes.generate(6, seed=99)
         x = images.preprocess(pictures, vit)
-        return vit, pictures, labels, methods.vit_attention(vit, x)
+        return vit, pictures, labels, methods.vit_attention(vit, x), methods.patch_grid(vit, x)
     return ctx.get("shapes_vit", build)
 
 
 def make_vit_heads(ctx):
-    vit, pictures, labels, attn = _shapes_vit_data(ctx)
-    return draw_attention_heads(pictures[0].permute(1, 2, 0).numpy(), methods.cls_maps(attn[:, 0]),
+    vit, pictures, labels, attn, grid = _shapes_vit_data(ctx)
+    return draw_attention_heads(pictures[0].permute(1, 2, 0).numpy(),
+                                methods.cls_maps(attn[:, 0], grid),
                                 f"shapes_vit, [CLS] attention per layer and head: "
                                 f"{shapes.CLASSES[labels[0]]}")
 
 
 def make_vit_rollout(ctx):
-    vit, pictures, labels, attn = _shapes_vit_data(ctx)
-    rollout = methods.cls_maps(methods.attention_rollout(attn))
+    vit, pictures, labels, attn, grid = _shapes_vit_data(ctx)
+    rollout = methods.cls_maps(methods.attention_rollout(attn), grid)
     return draw_maps([p.permute(1, 2, 0).numpy() for p in pictures], rollout,
                      [shapes.CLASSES[c] for c in labels], ncols=6, size=2.2)
 
@@ -341,7 +342,8 @@ def make_vit_b16(ctx):
     x = images.preprocess([images.load_image(n) for n in names], big)
     with torch.no_grad():
         top = big(x).argmax(1)
-    rollout = methods.cls_maps(methods.attention_rollout(methods.vit_attention(big, x)))
+    rollout = methods.cls_maps(methods.attention_rollout(methods.vit_attention(big, x)),
+                               methods.patch_grid(big, x))
     return draw_maps([images.deprocess(b, big) for b in x], rollout,
                      [f"rollout: {big.class_names[c]}" for c in top.tolist()])
 

@@ -153,7 +153,9 @@ class LayerCapture:
                  stop_gradient: bool = False):
         self.model = model
         self.stop_gradient = stop_gradient
-        self.layers = {layer_name(model, layer): get_layer(model, layer) for layer in layers}
+        # Keyed by the name as given (a module given as such: by its canonical name).
+        self.layers = {layer if isinstance(layer, str) else layer_name(model, layer):
+                       get_layer(model, layer) for layer in layers}
         self.activations: dict[str, torch.Tensor] = {}
         self.gradients: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
@@ -171,7 +173,10 @@ class LayerCapture:
             # Clone: an in-place op after this layer (ReLU(inplace=True)) would otherwise
             # overwrite what we stored.
             self.activations[name] = output.detach().clone()
-            store = lambda grad: self.gradients.__setitem__(name, grad.detach())
+            # The tensor hook must not hold `self`: the output keeps its hooks, `self` keeps
+            # the output, and that cycle through autograd would keep the graph alive.
+            gradients = self.gradients
+            store = lambda grad: gradients.__setitem__(name, grad.detach())
             if self.stop_gradient and torch.is_grad_enabled():
                 # Restart the graph here: backward ends at this layer, nothing below it runs.
                 leaf = output.detach().requires_grad_(True)

@@ -153,9 +153,12 @@ def load_image(name_or_path: str | os.PathLike) -> Image.Image:
 
 
 def input_spec(model):
-    """``model.input_spec``; a model without one (not made by ``models.load_model``) is refused,
-    since neither its preprocessing nor its valid pixel range is known."""
-    spec = getattr(model, "input_spec", None)
+    """``model.input_spec`` (or the wrapped network's, inside a DataParallel or compiled
+    wrapper); a model without one (not made by ``models.load_model``) is refused, since
+    neither its preprocessing nor its valid pixel range is known."""
+    from .models import unwrap     # models reads DATA_DIR from here: import when needed
+
+    spec = getattr(model, "input_spec", None) or getattr(unwrap(model)[0], "input_spec", None)
     if spec is None:
         raise ValueError(
             "This model has no `input_spec`, so how to preprocess for it (and its valid pixel "
@@ -202,9 +205,19 @@ def preprocess(images, model) -> torch.Tensor:
         images = [images]
     if isinstance(images, torch.Tensor):
         if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            shape = tuple(images.shape)
+            if images.dim() in (3, 4) and shape[-1] == 3 and shape[-3] != 3:
+                fix = ("It looks channels-last (…,H,W,3): move the colours first with "
+                       ".permute(0, 3, 1, 2) (or .permute(2, 0, 1)[None] for one image).")
+            elif images.dim() == 3 and shape[0] == 3:
+                fix = "For one image (3,H,W), add the batch dimension: x[None]."
+            elif not images.is_floating_point():
+                fix = "Scale 8-bit pixels to [0,1] first: x.float() / 255."
+            else:
+                fix = "Pass RGB images: 3 colour channels, channels first."
             raise ValueError(
-                f"A tensor batch must be float (B,3,H,W) in [0,1]; got {tuple(images.shape)} "
-                f"{images.dtype}."
+                f"A tensor batch must be float (B,3,H,W) in [0,1]; got {shape} "
+                f"{images.dtype}. {fix}"
             )
         if images.numel() == 0:
             raise ValueError(f"The tensor batch {tuple(images.shape)} is empty; pass at least "
@@ -216,9 +229,15 @@ def preprocess(images, model) -> torch.Tensor:
         if images.min() < 0 or images.max() > 1:
             raise ValueError("A tensor batch must hold pixels in [0,1]; normalise nothing first.")
         return _normalise(images.float(), model)
+    given = type(images).__name__
     images = list(images) if isinstance(images, Iterable) else None
     if images is None or not all(isinstance(im, Image.Image) for im in images):
-        raise TypeError("preprocess() takes a PIL image, a list of PIL images, or a tensor batch.")
+        odd = given if images is None or given not in ("list", "tuple") else \
+            f"a {given} holding {type(next(im for im in images if not isinstance(im, Image.Image))).__name__}"
+        raise TypeError("preprocess() takes a PIL image, a list of PIL images, or a tensor batch "
+                        f"(B,3,H,W) of pixels in [0,1]; got {odd}. A numpy array (H,W,3) of "
+                        "8-bit pixels becomes an image with PIL.Image.fromarray(array); a float "
+                        "one becomes a batch with torch.from_numpy(array).permute(2, 0, 1)[None].")
     if not images:
         raise ValueError("preprocess() got an empty list: pass at least one image.")
     for im in images:

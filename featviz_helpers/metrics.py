@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from scipy import ndimage
 
-from .methods import as_targets, masked_probabilities
+from .methods import as_targets, baseline_like, logits_of, masked_probabilities
 from .hooks import preserved_state
 from .viz import upsample
 
@@ -58,16 +58,6 @@ __all__ = [
 ]
 
 
-def _finite(maps: torch.Tensor) -> torch.Tensor:
-    """Refuse maps with NaN or inf: no metric can rank them, and scoring them anyway would
-    quietly give chance-level numbers."""
-    if not torch.isfinite(maps).all():
-        raise ValueError("The maps hold NaN or infinite values (often from a NaN input, or a "
-                         "0/0 in a normalisation), so they cannot be scored. Find where the NaN "
-                         "comes from: torch.isnan(maps).nonzero() shows where it is.")
-    return maps
-
-
 def _check_threshold(threshold) -> None:
     if not 0 < threshold < 1:   # written so that NaN fails too
         raise ValueError(f"threshold is a fraction of each map's maximum, strictly between 0 "
@@ -78,7 +68,7 @@ def _maps_and_masks(maps, masks):
     masks = torch.as_tensor(masks, device="cpu").bool()     # scored on the host, like the maps
     if masks.dim() != 3:
         raise ValueError(f"masks must be (B,H,W); got {tuple(masks.shape)}.")
-    maps = _finite(upsample(maps, masks.shape[-2:]))
+    maps = upsample(maps, masks.shape[-2:])
     if maps.shape[0] != masks.shape[0]:
         raise ValueError(f"{maps.shape[0]} maps but {masks.shape[0]} masks.")
     if not masks.flatten(1).any(1).all():
@@ -138,7 +128,7 @@ def cam_boxes(maps, size: tuple[int, int], threshold: float = 0.2) -> torch.Tens
     box of the largest connected component. Coordinates are inclusive pixel indices.
     """
     _check_threshold(threshold)
-    maps = _finite(upsample(maps, size))
+    maps = upsample(maps, size)
     top = maps.flatten(1).max(1).values.view(-1, 1, 1)
     fg = torch.where(top > 0, maps >= threshold * top, maps >= top)
     component = _largest_component(fg)
@@ -183,7 +173,7 @@ def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
         if baseline == "blur":
             return TF.gaussian_blur(x, kernel_size=[11, 11], sigma=[5.0, 5.0])
         raise ValueError(f"baseline must be one of {BASELINES} or a tensor, got {baseline!r}.")
-    return torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+    return baseline_like(x, baseline)
 
 
 @torch.no_grad()
@@ -195,10 +185,10 @@ def _probability_curve(model, x, maps, target, steps, baseline, insert):
         raise ValueError(f"steps is the number of equal slices of pixels to delete or insert, "
                          f"a positive int (default 20); got {steps!r}.")
     B, _, H, W = x.shape
-    maps = _finite(upsample(maps, (H, W)))
+    maps = upsample(maps, (H, W))
     if maps.shape[0] != B:
         raise ValueError(f"{maps.shape[0]} maps for {B} images: pass one map per image of x.")
-    t = as_targets(target, B, model(x[:1]).shape[1]).to(x.device)    # refused before any work
+    t = as_targets(target, B, logits_of(model, x[:1]).shape[1]).to(x.device)    # refused before any work
     start = _baseline(x, baseline)
     # Most important first; a stable sort takes pixels the map ties (an occlusion map is flat
     # over each window) in raster order, so the curve does not depend on the sort kernel.
@@ -283,11 +273,10 @@ def completeness_error(model, x, target, attributions, baseline=None) -> torch.T
     """
     with preserved_state(model):
         model.eval()
-        start = (torch.zeros_like(x) if baseline is None
-                 else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x))
-        logits = model(x)
+        start = baseline_like(x, baseline)
+        logits = logits_of(model, x)
         t = as_targets(target, x.shape[0], logits.shape[1]).to(x.device)[:, None]
-        gap = logits.gather(1, t)[:, 0] - model(start).gather(1, t)[:, 0]
+        gap = logits.gather(1, t)[:, 0] - logits_of(model, start).gather(1, t)[:, 0]
     attributions = torch.as_tensor(attributions)
     if attributions.shape != x.shape:
         raise ValueError(f"attributions must have the input's shape {tuple(x.shape)} (one value "
@@ -315,7 +304,7 @@ def spearman(a, b, absolute: bool = False) -> torch.Tensor:
     """
     size_a, size_b = tuple(torch.as_tensor(a).shape[-2:]), tuple(torch.as_tensor(b).shape[-2:])
     size = max(size_a, size_b, key=lambda s: s[0] * s[1])
-    a, b = _finite(upsample(a, size)), _finite(upsample(b, size))
+    a, b = upsample(a, size), upsample(b, size)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"{a.shape[0]} maps vs {b.shape[0]} maps.")
     if absolute:

@@ -34,6 +34,8 @@ from .images import DATA_DIR
 
 __all__ = [
     "InputSpec",
+    "ClassScores",
+    "unwrap",
     "EfficientNetLite0",
     "ShapesCNN",
     "SHAPES_MODELS",
@@ -475,19 +477,65 @@ def load_model(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.
     return model
 
 
-def get_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """The submodule called ``layer`` (as in ``model.named_modules()``), or ``layer`` itself.
+class ClassScores(nn.Module):
+    """``model`` with its output passed through ``select``: for a model that returns more
+    than one (B, classes) tensor of class scores, e.g. ``ClassScores(net, lambda out:
+    out[0])`` for ``(logits, features)`` or ``lambda out: out["logits"]`` for a dict.
 
-    An unknown name raises a ``KeyError`` that lists the closest valid names.
+    The wrapped model is the submodule ``model``, so its layers are named ``"model.<name>"``;
+    ``input_spec`` and ``class_names`` are passed through when the model has them.
+    """
+
+    def __init__(self, model: nn.Module, select):
+        super().__init__()
+        self.model = model
+        self.select = select
+        for attribute in ("input_spec", "class_names"):
+            if hasattr(model, attribute):
+                setattr(self, attribute, getattr(model, attribute))
+
+    def forward(self, x):
+        return self.select(self.model(x))
+
+
+def unwrap(model: nn.Module) -> tuple[nn.Module, str]:
+    """The network inside ``nn.DataParallel``, ``DistributedDataParallel`` (``.module``) and
+    ``torch.compile`` (``._orig_mod``) wrappers, and the prefix its layer names have in the
+    wrapper ("" for a model that is not wrapped), e.g. ``(resnet, "module.")``."""
+    prefix = ""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            attribute = "module"
+        elif type(model).__name__ == "OptimizedModule" and hasattr(model, "_orig_mod"):
+            attribute = "_orig_mod"
+        else:
+            return model, prefix
+        model, prefix = getattr(model, attribute), f"{prefix}{attribute}."
+
+
+def get_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    """The submodule called ``layer``, or ``layer`` itself.
+
+    A name is looked up as ``model.get_submodule`` does, so a module reached under a second
+    name (``m.target = m.layer4``) is found too; in a wrapped model
+    (:func:`unwrap`) the inner network's names work without the wrapper's prefix. An unknown
+    name raises a ``KeyError`` that lists the closest valid names.
     """
     if isinstance(layer, nn.Module):
         if not any(m is layer for m in model.modules()):
             raise ValueError(f"{type(layer).__name__} module is not part of this model.")
         return layer
-    modules = dict(model.named_modules())
-    if layer in modules and layer != "":
-        return modules[layer]
-    names = [n for n in modules if n]
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer's name (str) or the module itself, not "
+                        f"{type(layer).__name__}; model.named_modules() lists the names.")
+    _, prefix = unwrap(model)
+    for name in (layer, prefix + layer) if prefix else (layer,):
+        if name:
+            try:
+                return model.get_submodule(name)
+            except AttributeError:
+                pass
+    names = [n for n, _ in model.named_modules() if n]
     close = difflib.get_close_matches(str(layer), names, n=5, cutoff=0.5)
     top = sorted({n.split(".")[0] for n in names}, key=names.index)
     raise KeyError(
@@ -498,7 +546,8 @@ def get_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
 
 
 def layer_name(model: nn.Module, layer: str | nn.Module) -> str:
-    """The dotted name of ``layer`` in ``model`` (accepts a name or the module itself)."""
+    """The canonical dotted name of ``layer`` in ``model``, the first under which
+    ``model.named_modules()`` lists it (accepts any name of it, or the module itself)."""
     module = get_layer(model, layer)
     return next(n for n, m in model.named_modules() if m is module)
 
@@ -525,7 +574,14 @@ class GapFcHead:
 
 
 def gap_fc_head(model: nn.Module) -> GapFcHead:
-    """The GAP→FC head of a model that has one; a clear error for those that do not."""
+    """The GAP→FC head of a model that has one (also inside a DataParallel or compiled
+    wrapper: :func:`unwrap`); a clear error for those that do not."""
+    inner, prefix = unwrap(model)
+    head = _gap_fc_head(inner)
+    return GapFcHead(prefix + head.layer, head.fc, head.activation)
+
+
+def _gap_fc_head(model: nn.Module) -> GapFcHead:
     if isinstance(model, EfficientNetLite0):
         return GapFcHead("_head_act", model._fc)
     if isinstance(model, ShapesCNN):
@@ -543,9 +599,13 @@ def gap_fc_head(model: nn.Module) -> GapFcHead:
                 and isinstance(flat, nn.Flatten) and isinstance(fc, nn.Linear)):
             return GapFcHead(names[-4], fc)
     raise ValueError(
-        f"{type(model).__name__} does not end in conv features → global average pooling → one "
-        "linear layer, so CAM does not apply: its class scores are not a weighted sum of "
-        "spatially averaged feature maps (AlexNet and VGG flatten the map into several fully "
-        "connected layers; a ViT has no conv map). Use Grad-CAM (methods.grad_cam), which "
-        "works for any layer of any architecture."
+        "CAM needs the model's head to be conv features → global average pooling → one linear "
+        "layer, and recognises it in EfficientNet-Lite0, the shapes CNN, torchvision's ResNets "
+        "and DenseNets, and nn.Sequential stacks ending in AdaptiveAvgPool2d(1) → Flatten → "
+        f"Linear (also inside DataParallel or torch.compile); {type(model).__name__} is none of "
+        "them. If its class scores are not such a head's (AlexNet and VGG flatten the map into "
+        "several fully connected layers; a ViT has no conv map), CAM does not apply. Either "
+        "way, use Grad-CAM (methods.grad_cam) at the last conv layer: it works for any "
+        "architecture, and "
+        "on a GAP → linear head it equals ReLU(CAM)/Z (notebook 05 §3)."
     )

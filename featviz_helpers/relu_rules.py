@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import weakref
 from typing import Iterator
 
 import torch
@@ -119,7 +120,17 @@ _UNGUIDED = {
     "threshold": "Threshold", "threshold_": "Threshold", "_threshold": "Threshold",
 }
 # Every function name that _RuleOverride acts on; it passes all others straight through.
-_WATCHED = frozenset({"relu", "relu_", "relu6", "hardtanh", "hardtanh_", *_UNGUIDED})
+# Rectifiers written by hand are ReLUs too: clamp(x, min=0) (with a ceiling: ReLU6) and
+# maximum(x, 0); x * sigmoid(x) is SiLU written by hand, which is refused like the module.
+# x * (x > 0) and torch.where(x > 0, x, 0) are ReLUs too: the mode remembers which tensors
+# are x > 0 (also after .float() and the like) to recognise them.
+_CLAMPS = frozenset({"clamp", "clamp_", "clamp_min", "clamp_min_", "clip", "clip_"})
+_MAXIMA = frozenset({"maximum", "max", "fmax"})
+_PRODUCTS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"})
+_POSITIVE = frozenset({"gt", "__gt__", "greater", "ge", "__ge__", "greater_equal"})
+_CASTS = frozenset({"float", "to", "type_as", "type", "half", "double", "bfloat16"})
+_WATCHED = frozenset({"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "sigmoid", "sigmoid_",
+                      "where", *_CLAMPS, *_MAXIMA, *_PRODUCTS, *_POSITIVE, *_CASTS, *_UNGUIDED})
 
 # Leaf modules whose forward (this exact class's) calls one fixed function, none of them an
 # activation: F.conv*/F.pad, F.batch_norm, F.linear, the pools, F.dropout. While a rule is
@@ -154,6 +165,41 @@ def _forward_without_rule_mode(self: nn.Module, *args, **kwargs):
     return type(self).forward(self, *args, **kwargs)
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_zero(v) -> bool:
+    """Whether ``v`` is the number 0 or a tensor of zeros (the floor of a rectifier)."""
+    if _is_number(v):
+        return v == 0
+    if isinstance(v, torch.Tensor) and v.device.type != "meta":
+        with torch._C.DisableTorchFunction():
+            return v.numel() > 0 and not bool(v.any())
+    return False
+
+
+def _clamp_bounds(name: str, args, kwargs):
+    """(min, max) of a clamp/clamp_min/clip call, None where not given."""
+    if name.startswith("clamp_min"):
+        return (args[1] if len(args) > 1 else kwargs.get("min")), None
+    low = args[1] if len(args) > 1 else kwargs.get("min")
+    high = args[2] if len(args) > 2 else kwargs.get("max")
+    return low, high
+
+
+def _remember(table: dict, result, source) -> None:
+    """Note that ``result`` was computed from ``source`` (sigmoid(source), source > 0)."""
+    if isinstance(result, torch.Tensor) and isinstance(source, torch.Tensor):
+        table[id(result)] = (weakref.ref(result), weakref.ref(source))
+
+
+def _recorded(table: dict, t):
+    """The tensor ``t`` was computed from, if the table noted it; else None."""
+    refs = table.get(id(t)) if isinstance(t, torch.Tensor) else None
+    return refs[1]() if refs is not None and refs[0]() is t else None
+
+
 class _RuleOverride(TorchFunctionMode):
     """While active (in this thread only): functional ReLUs follow the rule too, and an
     activation the rule does not cover raises instead of passing the plain gradient.
@@ -171,30 +217,75 @@ class _RuleOverride(TorchFunctionMode):
         super().__init__()
         self.rule = rule
         self.applied = 0
+        # id(sigmoid(y)) -> (weak result, weak y): to recognise y * sigmoid(y); and
+        # id(y > 0) -> (weak result, weak y): to recognise y * (y > 0) and where(y > 0, y, 0).
+        self._sigmoids: dict[int, tuple] = {}
+        self._positive: dict[int, tuple] = {}
 
-    def relu(self, x: torch.Tensor, top) -> torch.Tensor:
+    def relu(self, x: torch.Tensor, top, in_place: bool = False) -> torch.Tensor:
         """ReLU (``top=None``) or ReLU-with-ceiling ``top`` of ``x``, backward by the rule.
-        Out of place, like the replaced modules: callers use the returned tensor."""
+        Computed out of place, like the replaced modules; for an in-place call (``relu_``,
+        ``clamp_``) the result is then copied into ``x``, whose gradient flows through it,
+        so code that ignores the returned tensor sees the rectified values."""
         refuse_if_blocked("relu_rules._RuleReLU")
         self.applied += 1
         with torch._C.DisableTorchFunction():   # this mode must not see the ReLU it computes
-            return _rule_relu(x, self.rule, top)
+            if not in_place:
+                return _rule_relu(x, self.rule, top)
+            # The rule's node saves its input for backward: give it a copy, since x changes.
+            return x.copy_(_rule_relu(x.clone(), self.rule, top))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if getattr(func, "__name__", None) not in _WATCHED:
             return func(*args, **kwargs) if kwargs else func(*args)
         kwargs = kwargs or {}
         name = func.__name__
+        in_place = name.endswith("_") and not name.startswith("__") or name == "__imul__"
         if name in ("relu", "relu_"):
-            return self.relu(args[0], None)
+            return self.relu(args[0], None, in_place)
         if name == "relu6":
             return self.relu(args[0], 6.0)
         if name in ("hardtanh", "hardtanh_"):
             low = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
             high = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
             if low == 0:                      # hardtanh(x, 0, 6) is ReLU6
-                return self.relu(args[0], float(high))
+                return self.relu(args[0], float(high), in_place)
             self.refuse(f"Hardtanh with floor {low}")
+        if name in _CLAMPS:
+            low, high = _clamp_bounds(name, args, kwargs)
+            if _is_zero(low) and (high is None or _is_number(high) and high > 0):
+                return self.relu(args[0], None if high is None else float(high), in_place)
+        if name in _MAXIMA and len(args) == 2 and not kwargs:
+            # Only two tensors: torch.max(x, 0) is a reduction over dimension 0.
+            a, b = args
+            for x, floor in ((a, b), (b, a)):
+                if (isinstance(x, torch.Tensor) and isinstance(floor, torch.Tensor)
+                        and torch.broadcast_shapes(x.shape, floor.shape) == x.shape
+                        and _is_zero(floor)):
+                    return self.relu(x, None)
+        if name in ("sigmoid", "sigmoid_"):
+            result = func(*args, **kwargs)
+            _remember(self._sigmoids, result, args[0])
+            return result
+        if name in _POSITIVE and len(args) == 2 and _is_zero(args[1]):
+            result = func(*args, **kwargs)
+            _remember(self._positive, result, args[0])
+            return result
+        if name in _CASTS and self._positive and _recorded(self._positive, args[0]) is not None:
+            result = func(*args, **kwargs)      # (x > 0).float() is still the mask of x
+            _remember(self._positive, result, _recorded(self._positive, args[0]))
+            return result
+        if name in _PRODUCTS and len(args) == 2:
+            a, b = args
+            for x, other in ((a, b), (b, a)):
+                if self._positive and _recorded(self._positive, other) is x:
+                    return self.relu(x, None, in_place=name in ("mul_", "__imul__"))
+                if self._sigmoids and _recorded(self._sigmoids, other) is x:
+                    self.refuse("x · sigmoid(x) (SiLU/Swish written by hand)")
+        if name == "where" and len(args) == 3 and self._positive:
+            condition, x, other = args
+            if _recorded(self._positive, condition) is x and _is_zero(other):
+                return self.relu(x, None)
         if name in _UNGUIDED:
             self.refuse(_UNGUIDED[name])
         return func(*args, **kwargs)
@@ -218,7 +309,7 @@ class _RuleOverride(TorchFunctionMode):
                 f"No ReLU ran under the {self.rule} rule in {type(model).__name__}'s forward "
                 f"pass (no nn.ReLU/nn.ReLU6 module, no F.relu call), so the {self.rule} "
                 "gradient would just be the plain gradient. A home-made activation (say "
-                "x.clamp(min=0)) is not recognised: use nn.ReLU or F.relu in the model, or "
+                "(x + x.abs()) / 2) is not recognised: use nn.ReLU or F.relu in the model, or "
                 "methods.saliency for the plain gradient."
             )
 

@@ -49,7 +49,20 @@ def _as_batch(maps) -> torch.Tensor:
         t = t[None]
     if t.dim() != 3:
         raise ValueError(f"maps must be (B,h,w) or (h,w); got {tuple(t.shape)}.")
+    _check_finite(t, "maps")
     return t
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    """Refuse NaN or inf: one NaN would make its whole image NaN after normalising (and a
+    metric would quietly score chance)."""
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        images = bad.flatten(1).any(1).nonzero()[:, 0].tolist()
+        raise ValueError(f"The {what} hold {int(bad.sum())} NaN or infinite value(s), in image(s) "
+                         f"{images[:5]}, so they cannot be shown or scored (often from a NaN "
+                         "input, or a 0/0 in a normalisation). Find where the NaN comes from: "
+                         f"torch.isnan({what}).nonzero() shows where it is.")
 
 
 def _check_percentile(clip_percentile) -> None:
@@ -208,7 +221,13 @@ def gradient_image(grads, clip_percentile: float = 99.5) -> np.ndarray:
     if g.dim() == 3:
         g = g[None]
     if g.dim() != 4 or g.shape[1] != 3:
-        raise ValueError(f"gradients must be (B,3,H,W); got {tuple(g.shape)}.")
+        fix = ("For one channel (a grayscale model), show |gradient| as a map: "
+               "viz.show_map(ax, None, viz.channel_max(grads)), or repeat it in colour: "
+               "grads.expand(-1, 3, -1, -1)." if g.dim() == 4 and g.shape[1] == 1 else
+               "Pass the gradient w.r.t. the model's input, one (3,H,W) image each; a "
+               "channels-last (B,H,W,3) array needs .permute(0, 3, 1, 2).")
+        raise ValueError(f"gradients must be (B,3,H,W) or (3,H,W); got {tuple(g.shape)}. {fix}")
+    _check_finite(g, "gradients")
     scale = torch.quantile(g.abs().flatten(1), clip_percentile / 100, dim=1).view(-1, 1, 1, 1)
     out = (g / (scale + EPS)).clamp(-1, 1) * 0.5 + 0.5
     return out.permute(0, 2, 3, 1).numpy()

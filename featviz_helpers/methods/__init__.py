@@ -16,7 +16,7 @@ notebooks never need the module a method lives in:
 - :mod:`.optimised` — images made by gradient ascent (notebooks 02, 03);
 - :mod:`.catalogue` — one entry per method, iterated by the tests and the benchmark.
 """
-from ._inputs import as_targets, class_scores, model_targets
+from ._inputs import as_targets, baseline_like, class_scores, logits_of, model_targets
 from .cam import (cam, cam_from_features, grad_cam, grad_cam_weights, guided_grad_cam,
                   layer_activations_and_gradients)
 from .catalogue import CATALOGUE, Method
@@ -25,11 +25,12 @@ from .gradients import (guided_backprop, input_gradient, integrated_gradients,
 from .optimised import (COLOR_CORRELATION_SQRT, activation_maximisation, ascent_step,
                         class_visualisation, fooling_image, fourier_image, fourier_scale)
 from .perturbation import masked_probabilities, occlusion, occlusion_masks, window_starts
-from .vit import attention_rollout, cls_maps, tokens_to_grid, vit_attention, vit_grad_cam
+from .vit import (attention_rollout, cls_maps, patch_grid, tokens_to_grid, vit_attention,
+                  vit_grad_cam)
 
 __all__ = [
     # targets
-    "as_targets", "model_targets", "class_scores",
+    "as_targets", "model_targets", "class_scores", "logits_of", "baseline_like",
     # gradients
     "input_gradient", "saliency", "guided_backprop", "neuron_guided_backprop", "smoothgrad",
     "integrated_gradients",
@@ -37,7 +38,8 @@ __all__ = [
     "cam_from_features", "cam", "layer_activations_and_gradients", "grad_cam_weights",
     "grad_cam", "guided_grad_cam",
     # vision transformers
-    "vit_attention", "attention_rollout", "tokens_to_grid", "cls_maps", "vit_grad_cam",
+    "vit_attention", "attention_rollout", "patch_grid", "tokens_to_grid", "cls_maps",
+    "vit_grad_cam",
     # perturbation
     "window_starts", "occlusion_masks", "masked_probabilities", "occlusion",
     # optimised images

@@ -61,12 +61,56 @@ def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
     return t.clone()
 
 
+def _describe(out) -> str:
+    """A short description of what a model returned, for an error message."""
+    if isinstance(out, torch.Tensor):
+        return f"a tensor of shape {tuple(out.shape)}"
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        parts = ", ".join(f"{k!r}: {_describe(v)}" for k, v in list(out.items())[:4])
+        return f"a {type(out).__name__} {{{parts}}}"
+    if isinstance(out, (tuple, list)):
+        parts = ", ".join(_describe(v) for v in out[:4])
+        return f"a {type(out).__name__} of {len(out)} ({parts})"
+    return f"a {type(out).__name__}"
+
+
+def logits_of(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)``, checked to be what every method needs: one tensor of class scores (B,K).
+
+    A model that returns anything else — a tuple ``(logits, features)``, a dict or a
+    ``ModelOutput`` with ``logits``, a single score per image (B,), a map per image — is
+    refused with a ``ValueError`` that names what came back and how to wrap the model
+    (:class:`featviz_helpers.models.ClassScores`) so that it returns the scores.
+    """
+    out = model(x)
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and out.shape[0] == x.shape[0]:
+        return out
+    got = _describe(out)
+    if isinstance(out, torch.Tensor) and out.dim() == 1 and out.shape[0] == x.shape[0]:
+        fix = ("one score per image (a binary classifier): wrap it so that the score is class "
+               "0 of a (B,1) output, models.ClassScores(model, lambda out: out[:, None]), and "
+               "pass target=0")
+    elif isinstance(out, (tuple, list)):
+        fix = ("wrap it so that it returns only the logits, e.g. "
+               "models.ClassScores(model, lambda out: out[0]) if they come first")
+    elif isinstance(out, dict) or hasattr(out, "keys"):
+        fix = ("wrap it so that it returns only the logits, e.g. "
+               "models.ClassScores(model, lambda out: out[\"logits\"])")
+    else:
+        fix = ("these helpers explain classifiers, whose output is one (B, classes) tensor of "
+               "scores; wrap the model to return that, models.ClassScores(model, select), "
+               "with select a function of its output")
+    raise ValueError(f"{type(model).__name__} returned {got} for a batch of {x.shape[0]}, not "
+                     f"one tensor of class scores (B, classes). Fix: {fix}. (Layer names of "
+                     "the wrapped model gain the prefix 'model.'.)")
+
+
 def model_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     """``target`` as one class index per image of ``x`` (B,), on x's device, checked against
     the number of classes ``model`` gives (one forward pass of the first image, in eval
     mode, without gradients). Raises as :func:`as_targets` does."""
     with preserved_state(model), torch.no_grad():
-        num_classes = model(x[:1]).shape[1]
+        num_classes = logits_of(model, x[:1]).shape[1]
     return as_targets(target, x.shape[0], num_classes).to(x.device)
 
 
@@ -87,6 +131,10 @@ def check_batch(x: torch.Tensor) -> None:
     if not x.is_floating_point():
         raise ValueError(f"x has dtype {x.dtype}; a model input is a float batch. Make it with "
                          "images.preprocess(), which scales and normalises the pixels.")
+    if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        raise ValueError(f"x of shape {tuple(x.shape)} looks channels-last (B,H,W,C); the "
+                         "models take (B,C,H,W). Move the channels first: "
+                         "x.permute(0, 3, 1, 2), or make the batch with images.preprocess().")
     if x.device.type != "meta" and not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values, so every map computed from it would "
                          "be NaN too. Check where the batch came from (images.preprocess "
@@ -180,3 +228,36 @@ def channel_index(channel) -> int:
     except TypeError:
         raise TypeError(f"channel must be an int channel index, got {channel!r} "
                         f"({type(channel).__name__}).") from None
+
+
+def unit_responses(out: torch.Tensor, name: str, channels: list[int]) -> torch.Tensor:
+    """The responses of ``channels`` in a layer's output: (B,K,h,w) from a feature map
+    (B,C,h,w), (B,K) from a layer with one value per unit (B,C), e.g. a ``Linear``. Any
+    other output (ViT tokens (B,N,D), say) is refused: which number is "the channel's
+    response" is not defined there."""
+    if out.dim() not in (2, 4):
+        raise ValueError(f"Layer {name!r} gives {tuple(out.shape)}, neither a feature map "
+                         "(B,C,h,w) nor one value per unit (B,C), so a channel's response is "
+                         "not defined there (for ViT tokens (B,N,D): which token?). Pick a "
+                         "convolutional or linear layer.")
+    bad = [c for c in channels if not 0 <= c < out.shape[1]]
+    if bad:
+        raise ValueError(f"channel {bad[0]} out of range for {name!r}, which has "
+                         f"{out.shape[1]} channels (0..{out.shape[1] - 1}); output "
+                         f"{tuple(out.shape)}.")
+    return out[:, channels]
+
+
+def baseline_like(x: torch.Tensor, baseline) -> torch.Tensor:
+    """The baseline image x' for each image of ``x`` (B,C,H,W): zeros for ``None`` (after
+    normalisation, the colour the preprocessing subtracts), else a number or a tensor that
+    broadcasts to ``x``, in x's dtype and on its device; anything else is refused."""
+    if baseline is None:
+        return torch.zeros_like(x)
+    start = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
+    try:
+        return start.expand_as(x)
+    except RuntimeError:
+        raise ValueError(f"baseline of shape {tuple(start.shape)} does not fit the images "
+                         f"{tuple(x.shape)}: pass a number or a tensor that broadcasts to the "
+                         "batch — (B,C,H,W), (C,H,W), or (1,C,1,1) for one colour.") from None

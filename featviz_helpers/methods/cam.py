@@ -16,7 +16,7 @@ from ..hooks import capture
 from ..library_guard import library_copy
 from ..models import gap_fc_head, layer_name
 from ._inputs import (as_targets, autograd_on, check_gradient_reaches, check_ran,
-                      checked_input, class_scores)
+                      checked_input, class_scores, logits_of)
 from .gradients import guided_backprop
 
 
@@ -39,7 +39,7 @@ def cam(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     x = checked_input(model, x, for_gradient=False)
     head = gap_fc_head(model)
     with capture(model, head.layer) as cap, torch.no_grad():
-        logits = model(x)
+        logits = logits_of(model, x)
     check_ran(cap, head.layer, model)
     weights = head.fc.weight.detach()
     t = as_targets(target, x.shape[0], logits.shape[1]).to(weights.device)
@@ -62,7 +62,7 @@ def layer_activations_and_gradients(model: nn.Module, x: torch.Tensor, target,
     """
     name = layer_name(model, layer)
     with capture(model, name, stop_gradient=True) as cap, autograd_on():
-        logits = model(checked_input(model, x))
+        logits = logits_of(model, checked_input(model, x))
         check_ran(cap, name, model)
         scores = class_scores(logits, target)
         check_gradient_reaches(scores, name)

@@ -12,8 +12,8 @@ from ..hooks import capture, preserved_state
 from ..library_guard import library_copy
 from ..models import layer_name
 from ..relu_rules import RULES, relu_backward_rule
-from ._inputs import (as_targets, autograd_on, channel_index, check_ran, checked_input,
-                      model_targets, positive_int)
+from ._inputs import (as_targets, autograd_on, baseline_like, channel_index, check_ran,
+                      checked_input, logits_of, model_targets, positive_int, unit_responses)
 
 
 @library_copy
@@ -42,7 +42,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target, rule: str = "stand
         grads, t = [], None
         for start in range(0, x.shape[0], size):
             rows = x[start:start + size].detach().requires_grad_(True)
-            logits = model(rows)
+            logits = logits_of(model, rows)
             if t is None:
                 t = as_targets(target, x.shape[0], logits.shape[1]).to(x.device)
             scores = logits.gather(1, t[start:start + size, None])[:, 0]
@@ -81,8 +81,9 @@ def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
     """Guided backprop from one neuron (Springenberg et al. 2015; notebook 03 §4):
     (B,3,H,W) → (B,3,H,W).
 
-    For each image, the neuron is ``channel`` of ``layer`` at the position where it responds
-    most; the result shows which input pixels make that response larger.
+    For each image, the neuron is ``channel`` of ``layer`` (B,C,h,w) at the position where it
+    responds most, or unit ``channel`` of a layer with one value per unit (B,C), such as a
+    ``Linear``; the result shows which input pixels make that response larger.
     """
     channel = channel_index(channel)
     name = layer_name(model, layer)
@@ -90,11 +91,8 @@ def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
         x = checked_input(model, x).requires_grad_(True)
         model(x)
         check_ran(cap, name, model)
-        out = cap.outputs[name]
-        if out.dim() != 4 or not 0 <= channel < out.shape[1]:
-            raise ValueError(f"channel {channel} out of range for {name!r} with output "
-                             f"{tuple(out.shape)}.")
-        peak = out[:, channel].flatten(1).amax(1)            # (B,)
+        out = unit_responses(cap.outputs[name], name, [channel])[:, 0]   # (B,) or (B,h,w)
+        peak = out.flatten(1).amax(1) if out.dim() > 1 else out          # (B,)
         (grad,) = torch.autograd.grad(peak.sum(), x)
     return grad
 
@@ -152,8 +150,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=Non
     with autograd_on():      # an input made under inference_mode becomes an ordinary one
         x = checked_input(model, x)
         t = model_targets(model, x, target)
-        start = (torch.zeros_like(x) if baseline is None
-                 else torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x))
+        start = baseline_like(x, baseline)
         alphas = torch.arange(1, steps + 1, dtype=x.dtype, device=x.device) / steps
         path = start[None] + alphas.view(-1, 1, 1, 1, 1) * (x - start)[None]  # (m,B,C,H,W)
         grads = input_gradient(model, path.flatten(0, 1), t.repeat(steps),

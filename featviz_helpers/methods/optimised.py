@@ -14,9 +14,10 @@ from torch import nn
 from ..hooks import capture, preserved_state
 from ..library_guard import library_copy
 from ..images import normalisation
-from ..models import layer_name
+from ..models import layer_name, unwrap
 from ._inputs import (as_targets, autograd_on, channel_index, check_ran, checked_input,
-                      model_device_dtype, model_targets, positive_int)
+                      logits_of, model_device_dtype, model_targets, positive_int,
+                      unit_responses)
 from .gradients import input_gradient
 
 
@@ -66,7 +67,8 @@ def class_visualisation(model: nn.Module, target, size: int = 128, steps: int = 
     device, dtype = model_device_dtype(model)
     low, high = _pixel_range(model, device, dtype)
     with preserved_state(model), torch.no_grad():
-        num_classes = model(torch.zeros(1, 3, size, size, device=device, dtype=dtype)).shape[1]
+        blank = torch.zeros(1, 3, size, size, device=device, dtype=dtype)
+        num_classes = logits_of(model, blank).shape[1]
     count = 1 if isinstance(target, int) else torch.as_tensor(target).reshape(-1).shape[0]
     t = as_targets(target, count, num_classes)
     img = torch.zeros(len(t), 3, size, size, device=device, dtype=dtype)
@@ -107,7 +109,7 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 0.5,
         t = model_targets(model, x, target)
         for _ in range(max_steps + 1):
             with torch.no_grad():
-                todo = model(x).argmax(1) != t
+                todo = logits_of(model, x).argmax(1) != t
             if not todo.any():
                 return x.detach()
             if _ == max_steps:
@@ -227,13 +229,20 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
     size = positive_int(size, "size (pixels)")
     steps = positive_int(steps, "steps", minimum=0)
     name = layer_name(model, layer)
-    device, _ = model_device_dtype(model)
+    fixed = getattr(unwrap(model)[0], "image_size", None)      # torchvision's ViTs
+    if isinstance(fixed, int):
+        raise ValueError(f"{type(unwrap(model)[0]).__name__} takes only {fixed}×{fixed} images, "
+                         "but activation maximisation pads, rescales and rotates the picture "
+                         "every step (transformation robustness), which changes its size. Use "
+                         "a model that takes any size (a CNN); for a ViT's tokens look at "
+                         "attention and rollout instead.")
+    device, dtype = model_device_dtype(model)
     rng = torch.Generator(device="cpu").manual_seed(seed)
     # Every channel starts from the same seeded spectrum and sees the same transformations;
     # Adam works element by element and each picture's loss is its own, so batching changes
     # no picture.
     start = torch.randn((1, 3, size, size // 2 + 1, 2), generator=rng, device="cpu") * 0.01
-    spectrum = start.repeat(len(channels), 1, 1, 1, 1).to(device).requires_grad_(True)
+    spectrum = start.repeat(len(channels), 1, 1, 1, 1).to(device, dtype).requires_grad_(True)
     optimiser = torch.optim.Adam([spectrum], lr=lr)
     mean, std = normalisation(model, device)
     rows = torch.arange(len(channels), device=device)
@@ -245,11 +254,7 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
             if step == 1:
                 model(x)
                 check_ran(cap, name, model)
-                out = cap.outputs[name]
-                bad = [c for c in channels if out.dim() != 4 or not 0 <= c < out.shape[1]]
-                if bad:
-                    raise ValueError(f"channel {bad[0]} out of range for {name!r} with output "
-                                     f"{tuple(out.shape)}.")
+                unit_responses(cap.outputs[name], name, channels)   # refuses a bad channel
             else:
                 with _stop_at(cap.layers[name]):      # the module capture already found
                     try:
@@ -257,7 +262,10 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
                     except _LayerReached:
                         pass
             optimiser.zero_grad()
-            (-cap.outputs[name][rows, index].mean((1, 2)).sum()).backward()
+            response = cap.outputs[name][rows, index]        # (K,h,w), or (K,) for units
+            if response.dim() == 3:
+                response = response.mean((1, 2))
+            (-response.sum()).backward()
             optimiser.step()
             picture = fourier_image(torch.view_as_complex(spectrum), size, size)
             if callback is not None:

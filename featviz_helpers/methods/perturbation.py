@@ -8,13 +8,13 @@ from torch import nn
 
 from ..hooks import preserved_state
 from ..library_guard import library_copy
-from ._inputs import as_targets, checked_input, positive_int
+from ._inputs import as_targets, checked_input, logits_of, positive_int
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Top-left corners of occlusion windows along one side of ``size`` pixels: every
-    ``stride`` pixels, plus one flush with the far edge, so every pixel is covered by at
-    least one window (notebook 05 §9)."""
+    ``stride`` pixels, plus one flush with the far edge, so that, with ``stride ≤ window``,
+    every pixel is covered by at least one window (notebook 05 §9)."""
     starts = list(range(0, size - window + 1, stride))
     if starts[-1] != size - window:
         starts.append(size - window)
@@ -58,7 +58,7 @@ def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor,
         chunks = []
         for chunk in masks.split(max(1, batch_size // B)):
             hidden = torch.where(chunk[:, :, None].to(x.device), fill, x[None])  # (p,B,C,H,W)
-            q = model(hidden.flatten(0, 1)).softmax(1).view(len(chunk), B, -1)
+            q = logits_of(model, hidden.flatten(0, 1)).softmax(1).view(len(chunk), B, -1)
             if t is None:
                 t = as_targets(target, B, q.shape[2]).to(x.device)
             chunks.append(q.gather(2, t.view(1, B, 1).expand(len(chunk), B, 1))[..., 0])
@@ -88,9 +88,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, strid
     if window > min(H, W):
         raise ValueError(f"window {window} is larger than the {H}×{W} image; use at most "
                          f"{min(H, W)}.")
+    if stride > window:
+        raise ValueError(f"stride {stride} is larger than the window {window}: the pixels between "
+                         "windows would be covered by none, and their mean drop would be 0/0. "
+                         f"Use a stride of at most the window (e.g. stride={max(1, window // 2)}).")
     masks = occlusion_masks(H, W, window, stride, device=x.device)
     with preserved_state(model), torch.no_grad():
-        logits = model(x)
+        logits = logits_of(model, x)
         t = as_targets(target, B, logits.shape[1]).to(x.device)
         p = logits.softmax(1).gather(1, t[:, None])[:, 0]                 # (B,)
     drops = p[None] - masked_probabilities(model, x, masks, t, fill, batch_size)  # (P, B)

@@ -8,19 +8,38 @@ from torch import nn
 
 from ..hooks import capture
 from ..library_guard import library_copy
-from ..models import layer_name
+from ..models import layer_name, unwrap
 from ._inputs import check_ran, checked_input
 from .cam import cam_from_features, grad_cam_weights, layer_activations_and_gradients
 
 
 def _vit_blocks(model: nn.Module) -> list[str]:
-    """Names of a torchvision VisionTransformer's encoder blocks, first to last."""
-    encoder = getattr(model, "encoder", None)
+    """Names of a torchvision VisionTransformer's encoder blocks, first to last (inside a
+    DataParallel or compiled wrapper too: :func:`featviz_helpers.models.unwrap`)."""
+    inner, prefix = unwrap(model)
+    encoder = getattr(inner, "encoder", None)
     layers = getattr(encoder, "layers", None)
     if layers is None or not len(layers) or not hasattr(layers[0], "self_attention"):
-        raise ValueError(f"{type(model).__name__} is not a torchvision VisionTransformer "
+        raise ValueError(f"{type(inner).__name__} is not a torchvision VisionTransformer "
                          "(expected model.encoder.layers[i].self_attention).")
-    return [f"encoder.layers.{name}" for name, _ in layers.named_children()]
+    return [f"{prefix}encoder.layers.{name}" for name, _ in layers.named_children()]
+
+
+def patch_grid(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(rows, columns) of the patch grid ``model`` makes of the images ``x`` (B,3,H,W): from
+    the model's patch size (torchvision's ``patch_size``, timm's ``patch_embed.patch_size``),
+    never from the token count, which also holds the class, distillation or register tokens.
+    Raises ``ValueError`` for a model whose patch size cannot be read."""
+    inner, _ = unwrap(model)
+    size = getattr(inner, "patch_size", None)
+    if size is None:
+        size = getattr(getattr(inner, "patch_embed", None), "patch_size", None)
+    if size is None:
+        raise ValueError(f"The patch size of {type(inner).__name__} is unknown (no patch_size or "
+                         "patch_embed.patch_size attribute), so its tokens cannot be laid out "
+                         "on the image; pass grid=(rows, columns) of patches yourself.")
+    ph, pw = (size, size) if isinstance(size, int) else tuple(size)
+    return x.shape[-2] // ph, x.shape[-1] // pw
 
 
 @library_copy
@@ -29,7 +48,9 @@ def vit_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     (L,B,heads,N,N).
 
     Recomputed from each block's LayerNorm-ed input and its attention's in-projection:
-    softmax(Q Kᵀ / √d_head). Token 0 is [CLS]; N = 1 + number of patches. One forward pass.
+    softmax(Q Kᵀ / √d_head). Token 0 is [CLS]; N = 1 + number of patches for torchvision's
+    ViTs (more with register or distillation tokens: :func:`patch_grid` lays the patches
+    out). One forward pass.
     """
     x = checked_input(model, x, for_gradient=False)
     blocks = _vit_blocks(model)
@@ -81,29 +102,57 @@ def attention_rollout(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Te
         a = a + eye
         a = a / a.sum(dim=-1, keepdim=True)   # keepdim: divide each *row* by its own sum
         rollout = a if rollout is None else a @ rollout
-    return rollout.float()
+    return rollout.to(attn.dtype if attn.is_floating_point() else torch.float32)
 
 
-def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-    """ViT tokens (B,N,D) with [CLS] first → patch features on their grid (B,D,g,g)."""
+def _patch_count(n_tokens: int, grid) -> tuple[int, int]:
+    """(rows, columns) of the patches among ``n_tokens`` tokens. Without ``grid``, the
+    tokens must be [CLS] followed by a square grid."""
+    if grid is not None:
+        rows, cols = grid
+        if rows * cols > n_tokens:
+            raise ValueError(f"a {rows}×{cols} patch grid needs {rows * cols} tokens, but there "
+                             f"are only {n_tokens}: is grid the patch grid of this model and "
+                             "image size (methods.patch_grid(model, x))?")
+        return rows, cols
+    g = int(round(max(n_tokens - 1, 0) ** 0.5))
+    if n_tokens < 2 or g * g != n_tokens - 1:
+        raise ValueError(f"{n_tokens} tokens are not one [CLS] token and a square grid of "
+                         "patches. For a model with other tokens (registers, distillation), no "
+                         "class token, or a non-square image, pass the patch grid: "
+                         "grid=methods.patch_grid(model, x).")
+    return g, g
+
+
+def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """ViT tokens (B,N,D) → the patch tokens on their grid (B,D,rows,cols) (notebook 06 §4).
+
+    The patches are the last rows·cols tokens (the class, distillation and register tokens
+    come first, as in torchvision, timm and DeiT); ``grid`` = (rows, cols) from
+    :func:`patch_grid`. Without it the tokens must be [CLS] and a square grid.
+    """
     B, N, D = tokens.shape
-    g = int(round((N - 1) ** 0.5))
-    if g * g != N - 1:
-        raise ValueError(f"{N - 1} patch tokens do not form a square grid.")
-    return tokens[:, 1:].transpose(1, 2).reshape(B, D, g, g)
+    rows, cols = _patch_count(N, grid)
+    return tokens[:, N - rows * cols:].transpose(1, 2).reshape(B, D, rows, cols)
 
 
-def cls_maps(attn: torch.Tensor) -> torch.Tensor:
-    """(…, N, N) attention → [CLS]'s attention over the patches on their grid (…, g, g)
-    (notebook 06 §2)."""
-    g = int(round((attn.shape[-1] - 1) ** 0.5))
-    return attn[..., 0, 1:].reshape(*attn.shape[:-2], g, g)
+def cls_maps(attn: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(…, N, N) attention → [CLS]'s (token 0's) attention over the patches on their grid
+    (…, rows, cols) (notebook 06 §2). ``grid`` = (rows, cols) from :func:`patch_grid`: the
+    token count cannot tell it (1 + 16 registers + 3×3 patches = 1 + 5×5)."""
+    N = attn.shape[-1]
+    rows, cols = _patch_count(N, grid)
+    if rows * cols == N:
+        raise ValueError(f"all {N} tokens are patches: this model has no class token whose "
+                         "attention to show. Look at one patch's row instead, or at rollout.")
+    return attn[..., 0, N - rows * cols:].reshape(*attn.shape[:-2], rows, cols)
 
 
 @library_copy
 def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch.Tensor:
     """Grad-CAM for a torchvision ViT on its patch tokens (Selvaraju et al. 2017 on the token
-    grid, as Chefer et al. 2021 compare it; notebook 06 §4): (B,3,H,W) → (B,g,g).
+    grid, as Chefer et al. 2021 compare it; notebook 06 §4): (B,3,H,W) → (B,rows,cols), the
+    patch grid read from the model (:func:`patch_grid`), whatever other tokens it has.
 
     ``layer`` is a module whose output is the token sequence (B,N,D), by default the input
     of the last encoder block (the output of the one before). Not the last block's own
@@ -119,8 +168,14 @@ def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
     activations, gradients = layer_activations_and_gradients(model, x, target, name)
     if activations.dim() != 3:
         raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}, not tokens (B,N,D).")
-    if (gradients.device.type != "meta" and (gradients[:, 1:] == 0).all()
-            and (gradients[:, 0] != 0).any()):
+    grid = patch_grid(model, x)
+    first_patch = activations.shape[1] - grid[0] * grid[1]     # after [CLS] and other tokens
+    if first_patch < 0:
+        raise ValueError(f"layer {name!r} gives {activations.shape[1]} tokens, fewer than the "
+                         f"{grid[0]}×{grid[1]} patches: pick a layer whose output holds every "
+                         "patch token.")
+    if (gradients.device.type != "meta" and (gradients[:, first_patch:] == 0).all()
+            and (gradients[:, :first_patch] != 0).any()):
         # After the last attention nothing mixes the tokens: only [CLS] reaches the head.
         # (When [CLS] gets nothing either, the scores do not depend on the layer at all, as
         # with a freshly built ViT's all-zero head: then the zero map is the right answer.)
@@ -131,5 +186,6 @@ def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
             "get no gradient at all, so the map would be all zero. Use a layer before the "
             f"last block's attention, e.g. {earlier}."
         )
-    features = tokens_to_grid(activations)
-    return cam_from_features(features, grad_cam_weights(tokens_to_grid(gradients))).clamp_min(0)
+    features = tokens_to_grid(activations, grid)
+    weights = grad_cam_weights(tokens_to_grid(gradients, grid))
+    return cam_from_features(features, weights).clamp_min(0)
