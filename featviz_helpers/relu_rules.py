@@ -79,6 +79,7 @@ def _keep_positive(grad_inputs, grad_outputs):
     the guided gradient. The node's result is a tensor it has just made and no one else holds,
     so it is clamped in place (one pass, no new tensor; returning None keeps it), unless a
     graph is being built through the backward pass (``create_graph=True``)."""
+    refuse_if_blocked()
     g = grad_inputs[0]
     if g is None:
         return None
@@ -100,6 +101,7 @@ def _rule_relu(x: torch.Tensor, rule: str, top) -> torch.Tensor:
     handling off (no mode may see these calls: ``_RuleOverride`` would take them for the
     model's own ReLUs).
     """
+    refuse_if_blocked()
     if rule == "deconvnet" or not x.is_floating_point() or (top is not None and not top > 0):
         return _RuleReLU.apply(x, rule, top)
     y = torch.threshold(x, 0.0, 0.0) if top is None else torch._C._nn.hardtanh(x, 0.0, top)
@@ -337,6 +339,7 @@ def relu_backward_rule(model: nn.Module, rule: str = "guided") -> Iterator[int]:
     (Inside the block, convolutions, BatchNorms, pools and the like also have a ``forward``
     of their own: the same computation, without the torch-function mode, for speed.)
     """
+    refuse_if_blocked()
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
     with model_lock(model):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .library_guard import library_copy
+from .library_guard import library_copy, refuse_if_blocked
 
 __all__ = [
     "CMAP",
@@ -107,6 +107,7 @@ def normalize_filters(weights, symmetric: bool = False) -> torch.Tensor:
     Min–max per filter by default. ``symmetric=True`` maps [-a, a] to [0,1] with
     a = max |w| of the filter, so zero is mid-grey and sign stays visible.
     """
+    refuse_if_blocked()
     w = torch.as_tensor(weights, device="cpu").detach().float()
     if w.dim() != 4:
         raise ValueError(f"filters must be (C_out, C_in, k, k); got {tuple(w.shape)}.")

@@ -29,6 +29,9 @@ WRONG = {
              "return (flat / (2 * flat.abs().amax(1, keepdim=True)) + 0.5).view_as(w)")]),
         ("calls the library copy", [
             (None, "def normalize_filters(w):\n    return viz.normalize_filters(w)")]),
+        ("the library copy reached through inspect.unwrap", [
+            (None, "def normalize_filters(w):\n    import inspect\n"
+                   "    return inspect.unwrap(viz.normalize_filters)(w)")]),
     ],
     "filter-response-impl": [
         ("flips the kernel (true convolution)", [
@@ -76,6 +79,10 @@ WRONG = {
         ("calls the library copy", [
             (None, "def my_smoothgrad(model, x, target, samples, noise, seed):\n"
                    "    return methods.smoothgrad(model, x, target, samples, noise, seed)")]),
+        ("the library copy's __wrapped__ (the body behind a wrapper, if it had one)", [
+            (None, "def my_smoothgrad(model, x, target, samples, noise, seed):\n"
+                   "    body = getattr(methods.smoothgrad, '__wrapped__', methods.smoothgrad)\n"
+                   "    return body(model, x, target, samples, noise, seed)")]),
     ],
     "integrated-gradients-impl": [
         ("no factor (x - baseline)", [
@@ -92,6 +99,11 @@ WRONG = {
         ("calls the library copy", [
             (None, "def my_integrated_gradients(model, x, target, baseline, steps):\n"
                    "    return methods.integrated_gradients(model, x, target, baseline, steps)")]),
+        ("a freshly reloaded copy of the library's module", [
+            (None, "def my_integrated_gradients(model, x, target, baseline, steps):\n"
+                   "    import importlib\n"
+                   "    fresh = importlib.reload(methods.gradients)\n"
+                   "    return fresh.integrated_gradients(model, x, target, baseline, steps)")]),
     ],
     "ascent-step-impl": [
         ("gradient descent instead of ascent", [
@@ -107,6 +119,11 @@ WRONG = {
         ("never switches to eval mode", [("    model.eval()\n", "")]),
         ("calls the library copy", [
             (None, "def my_ascent_step(model, img, target, lr, l2):\n"
+                   "    return methods.ascent_step(model, img, target, lr, l2)")]),
+        ("switches the library guard off, then calls the copy", [
+            (None, "def my_ascent_step(model, img, target, lr, l2):\n"
+                   "    from featviz_helpers import library_guard\n"
+                   "    library_guard._state.exercise = None\n"
                    "    return methods.ascent_step(model, img, target, lr, l2)")]),
     ],
     "fooling-image-impl": [
@@ -125,6 +142,10 @@ WRONG = {
              "                if _ > 0 and model(x).argmax(1).item() == target.item():\n                    return x")]),
         ("calls the library copy", [
             (None, "def my_fooling_image(model, x, target, lr, max_steps):\n"
+                   "    return methods.fooling_image(model, x, target, lr, max_steps)")]),
+        ("replaces the guard where the library looks it up, then calls the copy", [
+            (None, "def my_fooling_image(model, x, target, lr, max_steps):\n"
+                   "    methods.optimised.refuse_if_blocked = lambda *args: None\n"
                    "    return methods.fooling_image(model, x, target, lr, max_steps)")]),
     ],
     # ---------------------------------------------------------------- 03: guided backprop
@@ -145,6 +166,12 @@ WRONG = {
         ("standard rule forgets the upstream gradient", [
             ('if rule == "standard":\n        return g * (x > 0)',
              'if rule == "standard":\n        return (x > 0).float()')]),
+        ("the library's ReLU rule, differentiated by autograd", [
+            (None, "def relu_backward(x, g, rule):\n"
+                   "    x = x.clone().requires_grad_(True)\n"
+                   "    y = relu_rules._RuleReLU.apply(x, rule, None)\n"
+                   "    (grad,) = torch.autograd.grad(y, x, g)\n"
+                   "    return grad")]),
     ],
     "guided-backprop-impl": [
         ("deconvnet instead of guided", [
@@ -214,6 +241,10 @@ WRONG = {
              "        handle.remove()\n    features = store['f']\n")]),
         ("calls the library copy", [
             ("    head = models.gap_fc_head(model)\n", "    return methods.cam(model, x, target)\n")]),
+        ("the library copy reached through its module", [
+            ("    head = models.gap_fc_head(model)\n",
+             "    import sys\n"
+             "    return sys.modules['featviz_helpers.methods.cam'].cam(model, x, target)\n")]),
     ],
     # ---------------------------------------------------------------- 05: Grad-CAM
     "grad-cam-impl": [
@@ -232,6 +263,10 @@ WRONG = {
         ("calls the library copy", [
             (None, "def my_grad_cam(model, x, target, layer):\n"
                    "    return methods.grad_cam(model, x, target, layer)")]),
+        ("Grad-CAM assembled from the library's seam and weights", [
+            (None, "def my_grad_cam(model, x, target, layer):\n"
+                   "    a, g = methods.layer_activations_and_gradients(model, x, target, layer)\n"
+                   "    return methods.cam_from_features(a, methods.grad_cam_weights(g)).clamp_min(0)")]),
     ],
     "occlusion-impl": [
         ("the logit instead of the probability", [
@@ -249,6 +284,14 @@ WRONG = {
         ("calls the library copy", [
             (None, "def my_occlusion(model, x, target, window, stride):\n"
                    "    return methods.occlusion(model, x, target, window, stride)")]),
+        ("occlusion assembled from the library's masks and masked forward passes", [
+            (None, "def my_occlusion(model, x, target, window, stride):\n"
+                   "    masks = methods.occlusion_masks(x.shape[-2], x.shape[-1], window, stride)\n"
+                   "    with torch.no_grad():\n"
+                   "        p = model(x).softmax(1).gather(1, target[:, None])[:, 0]\n"
+                   "    drops = p[None] - methods.masked_probabilities(model, x, masks, target)\n"
+                   "    credit = torch.einsum('pb,phw->bhw', drops, masks.float())\n"
+                   "    return credit / masks.sum(0)")]),
     ],
     # ---------------------------------------------------------------- 06: ViT attention
     "vit-attention-impl": [
@@ -261,6 +304,10 @@ WRONG = {
         ("in-projection bias left out", [(" + mha.in_proj_bias.detach()", "")]),
         ("calls the library copy", [
             (None, "def my_vit_attention(model, x):\n    return methods.vit_attention(model, x)")]),
+        ("the checks' own reference answer", [
+            (None, "def my_vit_attention(model, x):\n"
+                   "    from featviz_helpers.checks import vit_attention\n"
+                   "    return vit_attention._mha_reference(model, x)")]),
     ],
     "rollout-impl": [
         ("no identity for the residual path", [("a = a + eye", "a = a")]),
@@ -277,6 +324,10 @@ WRONG = {
         ("calls the library copy", [
             (None, 'def my_rollout(attn, head_fusion="mean"):\n'
                    "    return methods.attention_rollout(attn, head_fusion)")]),
+        ("the library copy reached through inspect.unwrap", [
+            (None, 'def my_rollout(attn, head_fusion="mean"):\n'
+                   "    import inspect\n"
+                   "    return inspect.unwrap(methods.attention_rollout)(attn, head_fusion)")]),
     ],
 }
 

@@ -338,8 +338,8 @@ def test_helpers_table_names_exist(name):
 
 
 def is_library_copy(fn) -> bool:
-    """Marked by library_guard.library_copy (its wrapper runs the guard's code)."""
-    return getattr(getattr(fn, "__code__", None), "co_filename", None) == library_guard.__file__
+    """Marked by library_guard.library_copy."""
+    return library_guard.is_library_copy(fn)
 
 
 def test_helpers_table_lists_every_library_copy():

@@ -50,6 +50,63 @@ def assert_close(actual, expected, tol: float, what: str, hint: str = "") -> flo
     return err
 
 
+# How many times the largest disagreement between differently batched references a
+# student's answer may differ by (see :func:`_spread_tolerance`).
+_SPREAD_FACTOR = 5.0
+
+
+def _spread_tolerance(references, floor: float = 1e-4, factor: float = _SPREAD_FACTOR,
+                      relative_to=None) -> float:
+    """The tolerance for an answer whose round-off depends on batching, chunking or threads:
+    ``max(floor, factor × the largest rel_error between two of the references)``.
+
+    ``references`` are the same right answer computed with different batch splits (one
+    image or one sample at a time, the library's default chunks, everything at once). In
+    a ReLU network round-off can flip a ReLU's mask and change a gradient discretely, so two
+    correct implementations may differ by far more than float32's 1e-6; the references'
+    own spread measures how far, here, on this machine and thread count. A wrong
+    implementation differs by O(1), far more than a few times that spread. With
+    ``relative_to``, the references are compared after subtracting it (the change from an
+    input, say).
+    """
+    refs = [torch.as_tensor(r).detach() for r in references]
+    if relative_to is not None:
+        refs = [r - relative_to for r in refs]
+    spread = max((rel_error(a, b) for n, a in enumerate(refs) for b in refs[n + 1:]),
+                 default=0.0)
+    return max(floor, factor * spread)
+
+
+def _per_image(method, model: nn.Module, x: torch.Tensor, t: torch.Tensor, *extra):
+    """``method(model, x, t, *extra)`` one image at a time (another batch split of the same
+    right answer, with its own round-off), concatenated."""
+    def own(arg, i):          # a per-image argument (a baseline of B images) is sliced too
+        if isinstance(arg, torch.Tensor) and arg.dim() == x.dim() and arg.shape[0] == len(x):
+            return arg[i:i + 1]
+        return arg
+    return torch.cat([method(model, x[i:i + 1], t[i:i + 1], *[own(a, i) for a in extra])
+                      for i in range(len(x))])
+
+
+def _references(method, model: nn.Module, x: torch.Tensor, t: torch.Tensor, *extra,
+                floor: float = 1e-4, chunked: bool = False, count: int = 1,
+                per_image: bool = True):
+    """The library's answer ``method(model, x, t, *extra)`` and the tolerance its round-off
+    calls for (:func:`_spread_tolerance`), from the same answer batched other ways: one
+    image at a time, and, for a ``chunked`` method (one taking ``batch_size``: SmoothGrad,
+    Integrated Gradients, occlusion, whose ``count`` inputs per image — samples, path points,
+    windows — go through the model in chunks), chunks of one, of one per image, and all at
+    once. ``per_image=False`` for a method whose answer for one image depends on the batch
+    (SmoothGrad draws its noise for the whole batch)."""
+    expected = method(model, x, t, *extra)
+    others = [_per_image(method, model, x, t, *extra)] if per_image and len(x) > 1 else []
+    if chunked:
+        B = len(x)
+        for size in sorted({1, B, count * B}):
+            others.append(method(model, x, t, *extra, batch_size=size))
+    return expected, _spread_tolerance([expected, *others], floor=floor)
+
+
 def _passed(message: str) -> None:
     print(f"passed: {message}")
 
@@ -258,13 +315,29 @@ def _small_resnet_case(seed: int):
             torch.tensor([3, 7]))
 
 
-def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str) -> None:
+def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str, chunked: bool = False,
+                        count: int = 1) -> None:
     """The hidden case most exercises share: ``fn(resnet, x, t, *extra)`` against the
     library's ``method`` with the same arguments, on :func:`_small_resnet_case`'s ResNet-18
-    handed over in train mode."""
+    handed over in train mode; the tolerance from the library's own spread over batch splits
+    (:func:`_references`)."""
     resnet, xr, tr = _small_resnet_case(seed)
+    expected, tol = _references(method, resnet, xr, tr, *extra, chunked=chunked, count=count)
     _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
-                 [resnet, xr, tr, *extra], method(resnet, xr, tr, *extra), train=True, hint=hint)
+                 [resnet, xr, tr, *extra], expected, tol=tol, train=True, hint=hint)
+
+
+def _hidden_raises(case: str, fn, args, hint: str = "", train: bool = False) -> None:
+    """One hidden test whose right answer is an error: ``fn(*args)`` on private copies must
+    raise (any exception but a failed check or a library copy used)."""
+    what = f"[{case}] your function"
+    try:
+        _run(what, fn, args, train=train)
+    except (CheckError, LibraryCopyUsed, NotImplementedError):
+        raise
+    except Exception:  # noqa: BLE001 - the error is the right answer
+        return
+    raise CheckError(f"{what} returned a result; it should have raised an error. {hint}")
 
 
 # ----------------------------------------------------------------- seeded random models

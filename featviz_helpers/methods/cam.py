@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import capture
-from ..library_guard import library_copy
+from ..library_guard import library_copy, refuse_if_blocked
 from ..models import gap_fc_head, layer_name
 from ._inputs import (as_targets, autograd_on, check_gradient_reaches, check_ran,
                       checked_input, class_scores, logits_of)
@@ -24,6 +24,7 @@ from .gradients import guided_backprop
 def cam_from_features(features: torch.Tensor, class_weights: torch.Tensor) -> torch.Tensor:
     """M(x,y) = Σ_k w_k f_k(x,y) (Zhou et al. 2016; notebook 04 §1–§2): features (B,K,h,w),
     class weights (B,K) → maps (B,h,w). No bias, no ReLU: the signs of the evidence stay."""
+    refuse_if_blocked()
     return torch.einsum("bk,bkhw->bhw", class_weights, features)
 
 
@@ -36,6 +37,7 @@ def cam(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     weights w. Only for conv → global average pooling → linear networks
     (:func:`featviz_helpers.models.gap_fc_head` says which); mean(M_c) + b_c = S_c.
     """
+    refuse_if_blocked()
     x = checked_input(model, x, for_gradient=False)
     head = gap_fc_head(model)
     with capture(model, head.layer) as cap, torch.no_grad():
@@ -60,6 +62,7 @@ def layer_activations_and_gradients(model: nn.Module, x: torch.Tensor, target,
     differentiated). Raises ``ValueError`` if the layer does not run exactly once or the
     scores do not depend on it. The seam of the Grad-CAM family.
     """
+    refuse_if_blocked()
     name = layer_name(model, layer)
     with capture(model, name, stop_gradient=True) as cap, autograd_on():
         logits = logits_of(model, checked_input(model, x))
@@ -74,6 +77,7 @@ def layer_activations_and_gradients(model: nn.Module, x: torch.Tensor, target,
 def grad_cam_weights(gradients: torch.Tensor) -> torch.Tensor:
     """Grad-CAM's channel weights α_k = mean over positions of ∂S_c/∂A_k (notebook 05 §1):
     (B,K,h,w) → (B,K)."""
+    refuse_if_blocked()
     return gradients.mean(dim=(2, 3))
 
 
@@ -86,6 +90,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     :func:`grad_cam_weights` on :func:`layer_activations_and_gradients`, mapped by
     :func:`cam_from_features`. One forward, and a backward that stops at ``layer``.
     """
+    refuse_if_blocked()
     name = layer_name(model, layer)
     activations, gradients = layer_activations_and_gradients(model, x, target, name)
     if activations.dim() != 4:
@@ -98,6 +103,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
 def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     """Guided Grad-CAM (Selvaraju et al. 2017; notebook 05 §7): bilinearly upsampled Grad-CAM
     ⊙ guided backprop, (B,3,H,W)."""
+    refuse_if_blocked()
     coarse = grad_cam(model, x, target, layer)
     fine = guided_backprop(model, x, target)
     upsampled = F.interpolate(coarse[:, None], size=x.shape[-2:], mode="bilinear",

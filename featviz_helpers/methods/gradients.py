@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..hooks import capture, preserved_state
-from ..library_guard import library_copy
+from ..library_guard import library_copy, refuse_if_blocked
 from ..models import layer_name
 from ..relu_rules import RULES, relu_backward_rule
 from ._inputs import (as_targets, autograd_on, baseline_like, channel_index, check_ran,
@@ -30,6 +30,7 @@ def input_gradient(model: nn.Module, x: torch.Tensor, target, rule: str = "stand
     S_c is the logit, not the softmax probability (notebook 02 §5 says why). Raises
     ``ValueError`` for an unknown rule and as :func:`as_targets` does for bad targets.
     """
+    refuse_if_blocked()
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}.")
     if batch_size is not None:
@@ -59,6 +60,7 @@ def saliency(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     probability) of image b's target class: :func:`input_gradient`, one forward and one
     input-only backward for the whole batch.
     """
+    refuse_if_blocked()
     return input_gradient(model, x, target).abs().amax(dim=1)
 
 
@@ -72,6 +74,7 @@ def guided_backprop(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     positive: :func:`input_gradient` with ``rule="guided"``. A model with another activation
     (GELU, SiLU, …) is refused: see :func:`featviz_helpers.relu_rules.relu_backward_rule`.
     """
+    refuse_if_blocked()
     return input_gradient(model, x, target, rule="guided")
 
 
@@ -85,6 +88,7 @@ def neuron_guided_backprop(model: nn.Module, x: torch.Tensor, layer,
     responds most, or unit ``channel`` of a layer with one value per unit (B,C), such as a
     ``Linear``; the result shows which input pixels make that response larger.
     """
+    refuse_if_blocked()
     channel = channel_index(channel)
     name = layer_name(model, layer)
     with capture(model, name) as cap, relu_backward_rule(model, "guided"), autograd_on():
@@ -110,6 +114,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 25,
     forwards and input-only backwards (:func:`input_gradient`, ``batch_size`` noisy copies
     at a time).
     """
+    refuse_if_blocked()
     samples = positive_int(samples, "samples (the number of noisy copies)")
     batch_size = positive_int(batch_size, "batch_size")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0:
@@ -145,6 +150,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=Non
     within 5 % before a map is used, so check it with :func:`metrics.completeness_error`:
     32 steps at 224 px are not enough for Lite0 on notebook 02's photos.
     """
+    refuse_if_blocked()
     steps = positive_int(steps, "steps (the number of points on the path)")
     batch_size = positive_int(batch_size, "batch_size")
     with autograd_on():      # an input made under inference_mode becomes an ordinary one

@@ -12,7 +12,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from ..hooks import capture, preserved_state
-from ..library_guard import library_copy
+from ..library_guard import library_copy, refuse_if_blocked
 from ..images import normalisation
 from ..models import layer_name, unwrap
 from ._inputs import (as_targets, autograd_on, channel_index, check_ran, checked_input,
@@ -32,6 +32,7 @@ def ascent_step(model: nn.Module, img: torch.Tensor, target, lr: float,
                 l2: float) -> torch.Tensor:
     """One step of gradient ascent on S_c(I) − λ‖I‖² (Simonyan et al. 2014, §2; notebook 02
     §11): I ← I + lr · (∂S_c/∂I − 2λ I), for each image's own target class. (B,3,H,W) → same."""
+    refuse_if_blocked()
     with autograd_on():      # an input made under inference_mode becomes an ordinary one
         img = checked_input(model, img)
         grad = input_gradient(model, img, target)
@@ -60,6 +61,7 @@ def class_visualisation(model: nn.Module, target, size: int = 128, steps: int = 
     ``callback(step, image)``, if given, is called after every step (step 1..steps) with the
     current image, e.g. to keep frames.
     """
+    refuse_if_blocked()
     size = positive_int(size, "size (pixels)")
     steps = positive_int(steps, "steps", minimum=0)
     jitter = positive_int(jitter, "jitter (pixels)", minimum=0)
@@ -101,6 +103,7 @@ def fooling_image(model: nn.Module, x: torch.Tensor, target, lr: float = 0.5,
     stops changing as soon as its top-1 is the target (an image already there is returned
     unchanged). Raises if some image is not fooled within ``max_steps``.
     """
+    refuse_if_blocked()
     max_steps = positive_int(max_steps, "max_steps", minimum=0)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr is the L2 length of each step, a number > 0; got {lr!r}.")
@@ -154,6 +157,7 @@ def fourier_image(spectrum: torch.Tensor, h: int, w: int, decay: float = 1.0) ->
     decorrelation matrix :data:`COLOR_CORRELATION_SQRT` scaled so its largest column has
     norm 1 (C mixes the three channels at every pixel).
     """
+    refuse_if_blocked()
     if not torch.is_complex(spectrum) or spectrum.dim() != 4 or spectrum.shape[1] != 3:
         raise ValueError(f"spectrum must be complex (B,3,h,w//2+1); got {spectrum.dtype} "
                          f"{tuple(spectrum.shape)}.")
@@ -221,6 +225,7 @@ def activation_maximisation(model: nn.Module, layer, channel, size: int = 64,
     as nothing after it changes its activation. ``callback(step, picture)`` is called after
     every step (1..steps) with the picture(s) as that step left them.
     """
+    refuse_if_blocked()
     single = not isinstance(channel, (list, tuple))
     channels = [channel_index(c) for c in ([channel] if single else channel)]
     if not channels:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..hooks import preserved_state
-from ..library_guard import library_copy
+from ..library_guard import library_copy, refuse_if_blocked
 from ._inputs import as_targets, checked_input, logits_of, positive_int
 
 
@@ -15,6 +15,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Top-left corners of occlusion windows along one side of ``size`` pixels: every
     ``stride`` pixels, plus one flush with the far edge, so that, with ``stride ≤ window``,
     every pixel is covered by at least one window (notebook 05 §9)."""
+    refuse_if_blocked()
     starts = list(range(0, size - window + 1, stride))
     if starts[-1] != size - window:
         starts.append(size - window)
@@ -25,6 +26,7 @@ def occlusion_masks(height: int, width: int, window: int, stride: int,
                     device="cpu") -> torch.Tensor:
     """One mask per occlusion window, True under the square: (P, height, width) bool, the
     windows in raster order of their corners (:func:`window_starts` on each side)."""
+    refuse_if_blocked()
     corners = [(i, j) for i in window_starts(height, window, stride)
                for j in window_starts(width, window, stride)]
     masks = torch.zeros(len(corners), height, width, dtype=torch.bool, device=device)
@@ -45,6 +47,7 @@ def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor,
     image's softmax probability of its own target class read off. Notebook 05 §9
     (occlusion) and §11 (deletion and insertion) both use it.
     """
+    refuse_if_blocked()
     batch_size = positive_int(batch_size, "batch_size")
     B = x.shape[0]
     if masks.dim() == 3:
@@ -80,6 +83,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, strid
     about ``batch_size`` images at a time (:func:`masked_probabilities`; 16: on a 2-core CPU
     at 224 px, chunks of 64 were 1.4–1.6× slower per image).
     """
+    refuse_if_blocked()
     window = positive_int(window, "window (the side of the square, in pixels)")
     stride = positive_int(stride, "stride (pixels between window positions)")
     batch_size = positive_int(batch_size, "batch_size")

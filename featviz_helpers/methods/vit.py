@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import capture
-from ..library_guard import library_copy
+from ..library_guard import library_copy, refuse_if_blocked
 from ..models import layer_name, unwrap
 from ._inputs import check_ran, checked_input
 from .cam import cam_from_features, grad_cam_weights, layer_activations_and_gradients
@@ -52,6 +52,7 @@ def vit_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     ViTs (more with register or distillation tokens: :func:`patch_grid` lays the patches
     out). One forward pass.
     """
+    refuse_if_blocked()
     x = checked_input(model, x, for_gradient=False)
     blocks = _vit_blocks(model)
     norms = [f"{b}.ln_1" for b in blocks]
@@ -80,6 +81,7 @@ def attention_rollout(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Te
     renormalise rows; then multiply the layers from first to last. Every row sums to 1;
     row 0 ([CLS]) over columns 1.. is the map over patches.
     """
+    refuse_if_blocked()
     fuse = {"mean": lambda a: a.mean(dim=2), "max": lambda a: a.amax(dim=2),
             "min": lambda a: a.amin(dim=2)}
     if head_fusion not in fuse:
@@ -159,6 +161,7 @@ def vit_grad_cam(model: nn.Module, x: torch.Tensor, target, layer=None) -> torch
     output: the classifier reads only the [CLS] token after it, so the patch tokens there
     get no gradient at all, and such a layer is refused.
     """
+    refuse_if_blocked()
     blocks = _vit_blocks(model)
     if layer is None:
         if len(blocks) < 2:
