@@ -45,46 +45,51 @@ c.FileNameCollectorPlugin.named_regexp = (
 # * shows each slider panel as its last drawing (from the widget state saved by autograde),
 # * writes every formula as readable text (no maths renderer needed), and
 # * loads no script from the internet: MathJax only if one is installed locally (below).
-c.GenerateFeedback.preprocessors = [
-    "nbgrader.preprocessors.GetGrades",
-    "feedback_preprocessors.HideHiddenTests",
-    "feedback_preprocessors.StaticWidgets",
-    "feedback_preprocessors.ReadableMath",
-    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
-]
-_NBGRADER_TEMPLATES = None
-try:
-    import nbgrader as _nbgrader
-
-    _NBGRADER_TEMPLATES = os.path.join(os.path.dirname(_nbgrader.__file__), "server_extensions",
-                                       "formgrader", "templates")
-except ImportError:  # pragma: no cover - this file is only read by nbgrader
-    pass
-c.HTMLExporter.template_name = "featviz_feedback"   # templates/featviz_feedback, based on nbgrader's
-c.HTMLExporter.template_file = "featviz_feedback.html.j2"
-c.HTMLExporter.extra_template_basedirs = [str(HERE / "templates")] + (
-    [_NBGRADER_TEMPLATES] if _NBGRADER_TEMPLATES else [])
-
-
-def _local_mathjax() -> str:
-    """A file:// URL of a MathJax 2 installed on this machine, or "" (formulas stay text)."""
-    candidates = []
+# A course folder holding only this file (no feedback_preprocessors.py and templates/ beside it)
+# keeps nbgrader's own feedback page.
+OFFLINE_FEEDBACK = (HERE / "feedback_preprocessors.py").is_file() and \
+    (HERE / "templates" / "featviz_feedback").is_dir()
+if OFFLINE_FEEDBACK:
+    c.GenerateFeedback.preprocessors = [
+        "nbgrader.preprocessors.GetGrades",
+        "feedback_preprocessors.HideHiddenTests",
+        "feedback_preprocessors.StaticWidgets",
+        "feedback_preprocessors.ReadableMath",
+        "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    ]
+    _NBGRADER_TEMPLATES = None
     try:
-        import importlib.util
+        import nbgrader as _nbgrader
 
-        spec = importlib.util.find_spec("jupyter_server_mathjax")   # pip install jupyter-server-mathjax
-        if spec and spec.origin:
-            candidates.append(Path(spec.origin).parent / "static" / "MathJax.js")
-    except (ImportError, ValueError):
+        _NBGRADER_TEMPLATES = os.path.join(os.path.dirname(_nbgrader.__file__), "server_extensions",
+                                           "formgrader", "templates")
+    except ImportError:  # pragma: no cover - this file is only read by nbgrader
         pass
-    candidates.append(Path("/usr/share/javascript/mathjax/MathJax.js"))   # apt install libjs-mathjax
-    for path in candidates:
-        if path.is_file():
-            return path.as_uri() + "?config=TeX-AMS_CHTML-full,Safe"
-    return ""
+    c.HTMLExporter.template_name = "featviz_feedback"   # templates/featviz_feedback, based on nbgrader's
+    c.HTMLExporter.template_file = "featviz_feedback.html.j2"
+    c.HTMLExporter.extra_template_basedirs = [str(HERE / "templates")] + (
+        [_NBGRADER_TEMPLATES] if _NBGRADER_TEMPLATES else [])
 
 
-c.HTMLExporter.mathjax_url = _local_mathjax()
+    def _local_mathjax() -> str:
+        """A file:// URL of a MathJax 2 installed on this machine, or "" (formulas stay text)."""
+        candidates = []
+        try:
+            import importlib.util
+
+            spec = importlib.util.find_spec("jupyter_server_mathjax")   # pip install jupyter-server-mathjax
+            if spec and spec.origin:
+                candidates.append(Path(spec.origin).parent / "static" / "MathJax.js")
+        except (ImportError, ValueError):
+            pass
+        candidates.append(Path("/usr/share/javascript/mathjax/MathJax.js"))   # apt install libjs-mathjax
+        for path in candidates:
+            if path.is_file():
+                return path.as_uri() + "?config=TeX-AMS_CHTML-full,Safe"
+        return ""
+
+
+    c.HTMLExporter.mathjax_url = _local_mathjax()
 
 # ------------------------------------------------------------------ a readable log
 # INFO shows each submission as it is converted and graded, and every real warning and error.
@@ -101,8 +106,11 @@ warnings.filterwarnings("ignore", message=r"Object of type <\w+> not in session"
 
 class _ExpectedNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and record.msg.startswith("Attribute '%s' for cell %s has changed!") and record.args \
-                and record.args[0] == "checksum" and "hidden" in str(record.args[1]):
+        expected = (isinstance(record.msg, str)
+                    and record.msg.startswith("Attribute '%s' for cell %s has changed!")
+                    and len(record.args or ()) > 1 and record.args[0] == "checksum"
+                    and "hidden" in str(record.args[1]))
+        if expected:
             return False
         return True
 
