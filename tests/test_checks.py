@@ -200,3 +200,19 @@ def test_a_student_reaching_the_global_model_is_caught_and_undone(small_cnn):
     assert not small_cnn.training and "forward" not in small_cnn[1].__dict__
     assert hooks.count_hooks(small_cnn) == 0
     assert all(torch.equal(v, before[k]) for k, v in small_cnn.state_dict().items())
+
+
+def test_the_attention_reference_is_refused_to_exercise_code():
+    from featviz_helpers.checks import vit_attention
+    with library_copies_blocked("your code"):
+        with pytest.raises(LibraryCopyUsed, match="_mha_reference"):
+            vit_attention._mha_reference(None, None)
+
+
+def test_the_tolerance_follows_the_references_own_spread():
+    from featviz_helpers.checks._harness import _spread_tolerance
+    a = torch.tensor([1.0, 2.0, 3.0])
+    assert _spread_tolerance([a, a.clone()]) == 1e-4                  # no spread: the floor
+    b = a + torch.tensor([0.0, 0.0, 3e-3])                            # one flipped entry: 1e-3
+    assert _spread_tolerance([a, b, a]) == pytest.approx(5e-3, rel=1e-3)
+    assert _spread_tolerance([a, b], relative_to=a) == 5.0           # changes compared

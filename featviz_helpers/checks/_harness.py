@@ -9,6 +9,7 @@ the top-1 (:func:`_hidden_targets`) and on seeded random models (:func:`_random_
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -102,7 +103,8 @@ def _references(method, model: nn.Module, x: torch.Tensor, t: torch.Tensor, *ext
     others = [_per_image(method, model, x, t, *extra)] if per_image and len(x) > 1 else []
     if chunked:
         B = len(x)
-        for size in sorted({1, B, count * B}):
+        default = inspect.signature(method).parameters["batch_size"].default
+        for size in sorted({1, B, count * B} - {default}):      # the default is `expected`
             others.append(method(model, x, t, *extra, batch_size=size))
     return expected, _spread_tolerance([expected, *others], floor=floor)
 
@@ -315,14 +317,13 @@ def _small_resnet_case(seed: int):
             torch.tensor([3, 7]))
 
 
-def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str, chunked: bool = False,
-                        count: int = 1) -> None:
+def _hidden_resnet_case(fn, method, seed: int, *extra, hint: str, **options) -> None:
     """The hidden case most exercises share: ``fn(resnet, x, t, *extra)`` against the
     library's ``method`` with the same arguments, on :func:`_small_resnet_case`'s ResNet-18
     handed over in train mode; the tolerance from the library's own spread over batch splits
-    (:func:`_references`)."""
+    (:func:`_references`, which takes ``options``)."""
     resnet, xr, tr = _small_resnet_case(seed)
-    expected, tol = _references(method, resnet, xr, tr, *extra, chunked=chunked, count=count)
+    expected, tol = _references(method, resnet, xr, tr, *extra, **options)
     _hidden_case("ResNet-18 (random weights) handed over in train mode", fn,
                  [resnet, xr, tr, *extra], expected, tol=tol, train=True, hint=hint)
 

@@ -8,7 +8,8 @@ from torch import nn
 from .. import methods
 from ..hooks import preserved_state
 from ._harness import (CheckError, _hidden_case, _hidden_resnet_case, _hidden_targets, _passed,
-                       _random_resnet18, _restores_after_error, _run, _tensor, _verdict)
+                       _random_resnet18, _references, _restores_after_error, _run, _tensor,
+                       _verdict)
 
 
 _GRAD_CAM_HINT = ("α_k = mean of ∂S_c/∂A_k over positions (per image, per channel); "
@@ -35,12 +36,13 @@ def check_grad_cam(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None
     """``fn(model, x, target, layer)`` → (B,h,w), compared with ``methods.grad_cam``
     (notebook 05 §2, "Exercise: Grad-CAM")."""
     got = _tensor("your Grad-CAM", _run("your Grad-CAM", fn, [model, x, target, layer]))
-    expected = methods.grad_cam(model, x, target, layer)
+    t = methods.model_targets(model, x, target)
+    expected, tol = _references(methods.grad_cam, model, x, t, layer)
     if got.shape != expected.shape:
         raise CheckError(f"shape {tuple(got.shape)}; expected (B,h,w) = {tuple(expected.shape)} "
                          "at the layer's resolution.")
     _verdict(f"Grad-CAM at {layer!r}", got, expected,
-             lambda: _grad_cam_mistakes(model, x, target, layer), _GRAD_CAM_HINT,
+             lambda: _grad_cam_mistakes(model, x, target, layer), _GRAD_CAM_HINT, tol=tol,
              refusals=[((got < 0).any(), "your map has negative values: Grad-CAM ends with a "
                                          "ReLU, keeping only evidence *for* the class.")])
 
@@ -50,19 +52,21 @@ def hidden_check_grad_cam(fn, model: nn.Module, x: torch.Tensor) -> None:
     layers, hooks removed even when the forward pass raises."""
     x = x[:3]
     t = _hidden_targets(model, x)
+    expected, tol = _references(methods.grad_cam, model, x, t, "_blocks.15")
     _hidden_case("targets other than each image's top-1 class, mixed in one batch, at "
-                 "'_blocks.15'", fn, [model, x, t, "_blocks.15"],
-                 methods.grad_cam(model, x, t, "_blocks.15"), hint=_GRAD_CAM_HINT)
+                 "'_blocks.15'", fn, [model, x, t, "_blocks.15"], expected, tol=tol,
+                 hint=_GRAD_CAM_HINT)
+    expected, tol = _references(methods.grad_cam, model, x[:2], t[:2], "_head_act")
     _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2], "_head_act"],
-                 methods.grad_cam(model, x[:2], t[:2], "_head_act"), train=True,
+                 expected, tol=tol, train=True,
                  hint="Eval mode inside (BatchNorm's running statistics), restored after.")
     resnet = _random_resnet18()
     xr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     tr = torch.tensor([4, 6])
     for layer in ("layer3", "layer4"):
+        expected, tol = _references(methods.grad_cam, resnet, xr, tr, layer)
         _hidden_case(f"ResNet-18 (random weights) in train mode at {layer!r}", fn,
-                     [resnet, xr, tr, layer], methods.grad_cam(resnet, xr, tr, layer),
-                     train=True, hint=_GRAD_CAM_HINT)
+                     [resnet, xr, tr, layer], expected, tol=tol, train=True, hint=_GRAD_CAM_HINT)
     _restores_after_error("a forward pass that raises (a 2-channel input)", fn, resnet,
                           [xr[:, :2], tr, "layer3"])
     _passed("hidden tests of Grad-CAM.")
@@ -81,9 +85,19 @@ def check_occlusion(fn, model: nn.Module, x: torch.Tensor, target, window: int,
     t = methods.model_targets(model, x, target)
     got = _tensor("your occlusion map",
                   _run("your occlusion map", fn, [model, x, t, window, stride]))
-    expected = methods.occlusion(model, x, t, window, stride)
+    expected, tol = _occlusion_references(model, x, t, window, stride)
     _verdict("occlusion", got, expected,
-             lambda: _occlusion_mistakes(model, x, t, window, stride, expected), _OCCLUSION_HINT)
+             lambda: _occlusion_mistakes(model, x, t, window, stride, expected), _OCCLUSION_HINT,
+             tol=tol)
+
+
+def _occlusion_references(model, x, t, window, stride):
+    """methods.occlusion and the tolerance from its spread over batch splits (a map of small
+    probability drops is a difference of nearly equal numbers, so its round-off depends on
+    how the windows were batched)."""
+    windows = methods.occlusion_masks(*x.shape[-2:], window, stride).shape[0]
+    return _references(methods.occlusion, model, x, t, window, stride, chunked=True,
+                       count=windows)
 
 
 def _occlusion_mistakes(model, x, t, window, stride, expected):
@@ -110,12 +124,20 @@ def _occlusion_mistakes(model, x, t, window, stride, expected):
 
 def hidden_check_occlusion(fn, model: nn.Module, x: torch.Tensor) -> None:
     """Hidden tests of notebook 05 §9: mixed non-top-1 targets with a stride that does not
-    tile the image; train-mode ResNet-18."""
+    tile the image; a non-square image; train-mode ResNet-18."""
     x = x[:2]
     t = _hidden_targets(model, x)
+    expected, tol = _occlusion_references(model, x, t, 20, 12)
     _hidden_case("targets other than the top-1, window 20, stride 12 (needs the edge window)",
-                 fn, [model, x, t, 20, 12], methods.occlusion(model, x, t, 20, 12),
-                 hint=_OCCLUSION_HINT)
-    _hidden_resnet_case(fn, methods.occlusion, 24, 16, 16, hint=_OCCLUSION_HINT)
+                 fn, [model, x, t, 20, 12], expected, tol=tol, hint=_OCCLUSION_HINT)
+    # Not square, and the two sides need different edge windows: height and width kept apart.
+    wide = x[:1, :, 8:48, :]
+    expected, tol = _occlusion_references(model, wide, t[:1], 12, 10)
+    _hidden_case(f"a {wide.shape[-2]}×{wide.shape[-1]} image (not square), window 12, stride 10",
+                 fn, [model, wide, t[:1], 12, 10], expected, tol=tol,
+                 hint=_OCCLUSION_HINT + " Rows and columns have their own window positions.")
+    windows = methods.occlusion_masks(64, 64, 16, 16).shape[0]
+    _hidden_resnet_case(fn, methods.occlusion, 24, 16, 16, hint=_OCCLUSION_HINT, chunked=True,
+                        count=windows)
     _passed("hidden tests of occlusion.")
 

@@ -9,7 +9,7 @@ from torch import nn
 from .. import methods
 from ..relu_rules import RELU_EXAMPLE_EXPECTED, RELU_EXAMPLE_G, RELU_EXAMPLE_X
 from ._harness import (CheckError, _hidden_case, _hidden_targets, _passed, _random_resnet18,
-                       _restores_after_error, _run, _seeded, _tensor, _verdict)
+                       _references, _restores_after_error, _run, _seeded, _tensor, _verdict)
 
 
 _RELU_HINTS = {
@@ -69,11 +69,12 @@ def check_guided_backprop(fn, model: nn.Module, x: torch.Tensor, target) -> None
     """``fn(model, x, target)`` → (B,3,H,W), compared with ``methods.guided_backprop``
     (notebook 03 §2, "Guided backprop through a whole network")."""
     got = _tensor("your guided backprop", _run("your guided backprop", fn, [model, x, target]))
-    expected = methods.guided_backprop(model, x, target)
+    t = methods.model_targets(model, x, target)
+    expected, tol = _references(methods.guided_backprop, model, x, t)
     if got.shape != expected.shape:
         raise CheckError(f"shape {tuple(got.shape)}; expected (B,3,H,W) = {tuple(expected.shape)}.")
     _verdict(f"guided backprop on {type(model).__name__}", got, expected,
-             lambda: _guided_mistakes(model, x, target), _GUIDED_HINT)
+             lambda: _guided_mistakes(model, x, target), _GUIDED_HINT, tol=tol)
 
 
 def _relu6_net() -> nn.Module:
@@ -92,20 +93,22 @@ def hidden_check_guided_backprop(fn, model: nn.Module, x: torch.Tensor) -> None:
     x = x[:2]
     t = _hidden_targets(model, x)
     hint = "Each image's own target logit, the guided rule at every ReLU/ReLU6, eval mode."
+    expected, tol = _references(methods.guided_backprop, model, x, t)
     _hidden_case("targets other than each image's top-1 class, mixed in one batch", fn,
-                 [model, x, t], methods.guided_backprop(model, x, t), hint=hint)
+                 [model, x, t], expected, tol=tol, hint=hint)
     _hidden_case("a model handed over in train mode", fn, [model, x[:1], t[:1]],
                  methods.guided_backprop(model, x[:1], t[:1]), train=True,
                  hint="Switch to eval mode inside, and restore the caller's mode after.")
     net = _relu6_net()
     xs, ts = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(3)), torch.tensor([0, 2, 3])
-    _hidden_case("a ReLU6 network whose activations pass 6", fn, [net, xs, ts],
-                 methods.guided_backprop(net, xs, ts),
+    expected, tol = _references(methods.guided_backprop, net, xs, ts)
+    _hidden_case("a ReLU6 network whose activations pass 6", fn, [net, xs, ts], expected, tol=tol,
                  hint="ReLU6's forward mask is 1[0 < x < 6]: the flat top passes nothing back.")
     resnet = _random_resnet18()
     xr, tr = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4)), torch.tensor([1, 9])
+    expected, tol = _references(methods.guided_backprop, resnet, xr, tr)
     _hidden_case("ResNet-18 (random weights) handed over in train mode", fn, [resnet, xr, tr],
-                 methods.guided_backprop(resnet, xr, tr), train=True, hint=hint)
+                 expected, tol=tol, train=True, hint=hint)
     _restores_after_error("a forward pass that raises (a 2-channel input)", fn, resnet,
                           [xr[:, :2], tr])
     _passed("hidden tests of guided backprop.")
@@ -142,11 +145,19 @@ def check_fourier_image(fn) -> None:
 
 
 def hidden_check_fourier_image(fn) -> None:
-    """Hidden tests of notebook 03 §4: a batch of two, a non-square image with an odd width."""
+    """Hidden tests of notebook 03 §4: a batch of two, non-square images with an odd width,
+    an odd height, both odd, and a single row of frequencies' worth of odd sizes."""
     g = torch.Generator().manual_seed(42)
-    spectrum = torch.complex(torch.randn(2, 3, 12, 11, generator=g),
-                             torch.randn(2, 3, 12, 11, generator=g))
-    _hidden_case("two images of 12×21 pixels (odd width)", fn, [spectrum, 12, 21],
-                 methods.fourier_image(spectrum, 12, 21), tol=1e-5, hint=_FOURIER_HINT)
+    for b, h, w, what in [(2, 12, 21, "odd width"), (1, 15, 16, "odd height"),
+                          (2, 13, 9, "odd height and width"), (1, 7, 24, "odd height, wide"),
+                          (1, 1, 5, "a single row")]:
+        spectrum = torch.complex(torch.randn(b, 3, h, w // 2 + 1, generator=g),
+                                 torch.randn(b, 3, h, w // 2 + 1, generator=g))
+        _hidden_case(f"{b} image(s) of {h}×{w} pixels ({what})", fn, [spectrum, h, w],
+                     methods.fourier_image(spectrum, h, w), tol=1e-5,
+                     hint=_FOURIER_HINT + " The frequencies of an odd size are not those of "
+                                          "the even size below it: torch.fft.fftfreq(h) and "
+                                          "rfftfreq(w) (or methods.fourier_scale) get them "
+                                          "right; irfft2 needs s=(h, w).")
     _passed("hidden tests of fourier_image.")
 

@@ -8,8 +8,10 @@ from torch import nn
 
 from .. import methods
 from ..hooks import preserved_state
-from ._harness import (CheckError, _hidden_case, _hidden_resnet_case, _hidden_targets, _passed,
-                       _run, _score_gradient, _tensor, _verdict)
+from ._harness import (CheckError, _hidden_case, _hidden_raises, _hidden_resnet_case,
+                       _hidden_targets, _passed, _references, _run, _score_gradient,
+                       _spread_tolerance, _tensor, _verdict, rel_error)
+from ..library_guard import LibraryCopyUsed
 
 
 _SALIENCY_HINT = ("Check: eval mode, the logit of each image's own target (not the argmax, not "
@@ -52,8 +54,9 @@ def check_saliency(fn, model: nn.Module, x: torch.Tensor, target) -> None:
     if (got < 0).any():
         raise CheckError("your map has negative values: take the absolute value of the "
                          "gradient before the max over channels.")
-    expected = methods.saliency(model, x, t)
-    _verdict("saliency", got, expected, lambda: _saliency_mistakes(model, x, t), _SALIENCY_HINT)
+    expected, tol = _references(methods.saliency, model, x, t)
+    _verdict("saliency", got, expected, lambda: _saliency_mistakes(model, x, t), _SALIENCY_HINT,
+             tol=tol)
 
 
 def hidden_check_saliency(fn, model: nn.Module, x: torch.Tensor) -> None:
@@ -62,13 +65,16 @@ def hidden_check_saliency(fn, model: nn.Module, x: torch.Tensor) -> None:
     untouched."""
     x = x[:3]
     t = _hidden_targets(model, x)
+    expected, tol = _references(methods.saliency, model, x, t)
     _hidden_case("targets other than each image's top-1 class, mixed in one batch", fn,
-                 [model, x, t], methods.saliency(model, x, t), hint=_SALIENCY_HINT)
+                 [model, x, t], expected, tol=tol, hint=_SALIENCY_HINT)
     pair, t2 = x[:1].expand(2, -1, -1, -1), torch.stack([t[0], t[1]])
+    expected, tol = _references(methods.saliency, model, pair, t2)
     _hidden_case("one image twice, with two different target classes", fn, [model, pair, t2],
-                 methods.saliency(model, pair, t2), hint=_SALIENCY_HINT)
-    _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2]],
-                 methods.saliency(model, x[:2], t[:2]), train=True,
+                 expected, tol=tol, hint=_SALIENCY_HINT)
+    expected, tol = _references(methods.saliency, model, x[:2], t[:2])
+    _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2]], expected,
+                 tol=tol, train=True,
                  hint="Switch to eval mode inside (BatchNorm must use its running statistics).")
     _hidden_resnet_case(fn, methods.saliency, 2, hint=_SALIENCY_HINT)
     _passed("hidden tests of saliency.")
@@ -100,9 +106,11 @@ def check_smoothgrad(fn, model: nn.Module, x: torch.Tensor, target, samples: int
     t = methods.model_targets(model, x, target)
     got = _tensor("your SmoothGrad", _run("your SmoothGrad", fn,
                                            [model, x, t, samples, noise, seed]))
-    expected = methods.smoothgrad(model, x, t, samples=samples, noise=noise, seed=seed)
+    expected, tol = _references(methods.smoothgrad, model, x, t, samples, noise, seed,
+                                chunked=True, count=samples, per_image=False)
     _verdict("SmoothGrad", got, expected,
-             lambda: _smoothgrad_mistakes(model, x, t, samples, noise, seed), _SMOOTHGRAD_HINT)
+             lambda: _smoothgrad_mistakes(model, x, t, samples, noise, seed), _SMOOTHGRAD_HINT,
+             tol=tol)
 
 
 def hidden_check_smoothgrad(fn, model: nn.Module, x: torch.Tensor) -> None:
@@ -110,10 +118,12 @@ def hidden_check_smoothgrad(fn, model: nn.Module, x: torch.Tensor) -> None:
     train-mode ResNet-18."""
     x = x[:2]
     t = _hidden_targets(model, x)
+    expected, tol = _references(methods.smoothgrad, model, x, t, 4, 0.2, 3, chunked=True,
+                                count=4, per_image=False)
     _hidden_case("targets other than the top-1, mixed, seed 3, noise 0.2", fn,
-                 [model, x, t, 4, 0.2, 3], methods.smoothgrad(model, x, t, 4, 0.2, 3),
-                 hint=_SMOOTHGRAD_HINT)
-    _hidden_resnet_case(fn, methods.smoothgrad, 21, 5, 0.1, 1, hint=_SMOOTHGRAD_HINT)
+                 [model, x, t, 4, 0.2, 3], expected, tol=tol, hint=_SMOOTHGRAD_HINT)
+    _hidden_resnet_case(fn, methods.smoothgrad, 21, 5, 0.1, 1, hint=_SMOOTHGRAD_HINT,
+                        chunked=True, count=5, per_image=False)
     _passed("hidden tests of SmoothGrad.")
 
 
@@ -145,9 +155,10 @@ def check_integrated_gradients(fn, model: nn.Module, x: torch.Tensor, target,
     baseline = torch.zeros_like(x)
     got = _tensor("your Integrated Gradients",
                   _run("your Integrated Gradients", fn, [model, x, t, baseline, steps]))
-    expected = methods.integrated_gradients(model, x, t, baseline, steps)
+    expected, tol = _references(methods.integrated_gradients, model, x, t, baseline, steps,
+                                chunked=True, count=steps)
     _verdict("Integrated Gradients", got, expected,
-             lambda: _ig_mistakes(model, x, t, baseline, steps), _IG_HINT)
+             lambda: _ig_mistakes(model, x, t, baseline, steps), _IG_HINT, tol=tol)
 
 
 def hidden_check_integrated_gradients(fn, model: nn.Module, x: torch.Tensor) -> None:
@@ -156,11 +167,12 @@ def hidden_check_integrated_gradients(fn, model: nn.Module, x: torch.Tensor) -> 
     x = x[:2]
     t = _hidden_targets(model, x)
     blurred = x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()     # each image's mean colour
+    expected, tol = _references(methods.integrated_gradients, model, x, t, blurred, 5,
+                                chunked=True, count=5)
     _hidden_case("targets other than the top-1, a baseline of each image's mean colour", fn,
-                 [model, x, t, blurred, 5], methods.integrated_gradients(model, x, t, blurred, 5),
-                 hint=_IG_HINT)
+                 [model, x, t, blurred, 5], expected, tol=tol, hint=_IG_HINT)
     _hidden_resnet_case(fn, methods.integrated_gradients, 22, torch.zeros(2, 3, 64, 64), 6,
-                        hint=_IG_HINT)
+                        hint=_IG_HINT, chunked=True, count=6)
     _passed("hidden tests of Integrated Gradients.")
 
 
@@ -174,9 +186,9 @@ def check_ascent_step(fn, model: nn.Module, img: torch.Tensor, target, lr: float
     ``methods.ascent_step`` (notebook 02 §11, class visualisation: one ascent step)."""
     t = methods.model_targets(model, img, target)
     got = _tensor("your ascent step", _run("your ascent step", fn, [model, img, t, lr, l2]))
-    expected = methods.ascent_step(model, img, t, lr, l2)
+    expected, tol = _references(methods.ascent_step, model, img, t, lr, l2)
     _verdict("one ascent step", got, expected, lambda: _ascent_mistakes(model, img, t, lr, l2),
-             _ASCENT_HINT)
+             _ASCENT_HINT, tol=tol)
 
 
 def _ascent_mistakes(model, img, t, lr, l2):
@@ -199,50 +211,167 @@ def hidden_check_ascent_step(fn, model: nn.Module, img: torch.Tensor) -> None:
     g = torch.Generator().manual_seed(31)
     start = 0.3 * torch.randn(2, 3, *img.shape[-2:], generator=g)
     t = torch.tensor([130, 1])
+    expected, tol = _references(methods.ascent_step, model, start, t, 2.0, 0.05)
     _hidden_case("two classes in one batch, from a noisy start, lr 2, λ 0.05", fn,
-                 [model, start, t, 2.0, 0.05], methods.ascent_step(model, start, t, 2.0, 0.05),
-                 hint=_ASCENT_HINT)
+                 [model, start, t, 2.0, 0.05], expected, tol=tol, hint=_ASCENT_HINT)
     _hidden_resnet_case(fn, methods.ascent_step, 23, 0.5, 0.1, hint=_ASCENT_HINT)
     _passed("hidden tests of the ascent step.")
 
 
-_FOOLING_HINT = ("Repeat until the top-1 class is the target: g = ∂S_target/∂x, x ← x + lr · "
-                 "g/‖g‖₂ (the whole image's L2 norm); stop as soon as the model is fooled.")
+_FOOLING_HINT = ("Check the top-1 *before* every step and stop as soon as it is the target: "
+                 "g = ∂S_target/∂x, x ← x + lr · g/‖g‖₂ (the whole image's L2 norm), in eval "
+                 "mode; raise an error if max_steps steps are not enough.")
+
+
+def _fooling_path(model: nn.Module, x: torch.Tensor, t: torch.Tensor, lr: float,
+                  max_steps: int, copies: int = 1):
+    """Each image's own path of normalised steps, x_0 = x, x_1, …, never stopping early, until
+    every image is fooled and one step more (or max_steps + 1 steps): a list of (B,3,H,W),
+    the margins S_target − max of the other logits at every x_k, (K,B), and each image's
+    first fooled step (−1: not within max_steps). ``copies`` > 1 sends every image that many
+    times through the model (another batch split, for the round-off's spread)."""
+    B = x.shape[0]
+    cur, path, margins = x.detach().clone(), [], []
+    first = torch.full((B,), -1, dtype=torch.long)
+    for k in range(max_steps + 2):
+        with preserved_state(model), torch.no_grad():
+            logits = model(cur.repeat(copies, 1, 1, 1))[:B].double()
+        own = logits.gather(1, t[:, None])[:, 0]
+        others = logits.scatter(1, t[:, None], float("-inf")).amax(1)
+        path.append(cur)
+        margins.append(own - others)
+        newly = (first < 0) & (logits.argmax(1) == t) & (k <= max_steps)
+        first[newly] = k
+        if k == max_steps + 1 or ((first >= 0).all() and k > first.max()):
+            break
+        g = methods.input_gradient(model, cur.repeat(copies, 1, 1, 1), t.repeat(copies))[:B]
+        cur = cur + lr * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return path, torch.stack(margins), first
+
+
+def _fooling_verdict(what: str, got: torch.Tensor, model: nn.Module, x: torch.Tensor,
+                     t: torch.Tensor, lr: float, max_steps: int, paths) -> None:
+    """Pass if each image of ``got`` is that image's path after its first fooled step
+    (compared as changes from x, so that one step more or less is a large error); else say
+    whether it is one step late, one step early, or not fooled. Where the decision at the
+    boundary is within round-off (the two paths disagree, or the margin is tiny), the
+    neighbouring step is accepted too."""
+    (path, margins, first), (path2, margins2, first2) = paths
+    for b in range(x.shape[0]):
+        K, n = int(first[b]), len(path)
+        change = lambda k: path[k][b] - x[b]
+        err = lambda k: rel_error(got[b] - x[b], change(k))
+        accepted = {K} | ({int(first2[b])} if first2[b] >= 0 else set())
+        m, m2 = margins[:, b], margins2[: len(margins), b]
+        scale = max(float(m.abs().max()), 1e-30)
+        for k in sorted(accepted):
+            common = min(len(m), len(m2))
+            eps = 1e-4 * scale + 5 * float((m[:common] - m2[:common]).abs().max())
+            if k >= 1 and abs(float(m[k - 1])) < eps:
+                accepted.add(k - 1)
+            if k + 1 < n and abs(float(m[k])) < eps:
+                accepted.add(k + 1)
+        # The round-off of this image's path, and never so loose that a neighbour passes.
+        k2 = min(K, len(path2) - 1)
+        tol = _spread_tolerance([path[K][b], path2[k2][b]], relative_to=x[b])
+        apart = [err_between for k in (K - 1, K + 1) if 0 <= k < n and k not in accepted
+                 for err_between in [rel_error(change(k), change(K))]]
+        if apart:
+            tol = min(tol, 0.5 * min(apart))
+        if any(err(k) <= tol for k in accepted if 0 <= k < n):
+            continue
+        image = f" (image {b})" if x.shape[0] > 1 else ""
+        if K + 1 < n and err(K + 1) <= tol:
+            raise CheckError(f"{what}{image} took one step too many: the model already said the "
+                             f"target after {K} step(s), and you stepped once more. Check the "
+                             f"top-1 before every step (an image already classified as the "
+                             f"target is returned unchanged). {_FOOLING_HINT}")
+        early = [k for k in range(K) if err(k) <= tol]
+        if early:
+            raise CheckError(f"{what}{image} stopped after {early[-1]} step(s), before the "
+                             f"model says the target (it takes {K}): stop only once the top-1 "
+                             f"*is* the target. {_FOOLING_HINT}")
+        with preserved_state(model), torch.no_grad():
+            said = int(model(got[b:b + 1]).argmax(1))
+        length = float((got[b] - x[b]).norm()) / lr
+        if said != int(t[b]):
+            raise CheckError(f"{what}{image}: the model says class {said} for your image, not "
+                             f"the target {int(t[b])}. {_FOOLING_HINT}")
+        raise CheckError(f"{what}{image} differs from the library copy: relative error "
+                         f"{err(K):.2e} in the change from x. {_FOOLING_HINT} (Your change "
+                         f"is {length:.1f} step lengths long, the library's "
+                         f"{float(change(K).norm()) / lr:.1f} after {K} step(s): longer means "
+                         "more steps than needed or unnormalised steps.)")
+
+
+def _fooling_case(case, fn, model: nn.Module, x: torch.Tensor, t: torch.Tensor, lr: float,
+                  max_steps: int, train: bool = False) -> None:
+    """``fn(model, x, t, lr, max_steps)`` on private copies against the library's stopping
+    rule: the image after its first fooled step, or an error if some image is not fooled
+    within ``max_steps``. ``case`` says what a hidden test tests (``None``: the visible
+    check, whose errors reach the student as they are)."""
+    what = "your fooling image" if case is None else f"[{case}] your function"
+    paths = [_fooling_path(model, x, t, lr, max_steps),
+             _fooling_path(model, x, t, lr, max_steps, copies=2)]
+    args = [model, x, t, lr, max_steps]
+    if (paths[0][2] < 0).any() and (paths[1][2] < 0).any():
+        _hidden_raises(case or "an image that needs more than max_steps steps", fn, args,
+                       train=train, hint=f"This image needs more than max_steps = {max_steps} "
+                                         f"steps. {_FOOLING_HINT}")
+        return
+    if case is not None:
+        try:
+            got = _tensor(what, _run(what, fn, args, train=train))
+        except (CheckError, LibraryCopyUsed, NotImplementedError):
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CheckError(f"{what} raised {type(e).__name__}: {e}. {_FOOLING_HINT}") from e
+    else:
+        got = _tensor(what, _run(what, fn, args, train=train))
+    if got.shape != x.shape:
+        raise CheckError(f"{what} has shape {tuple(got.shape)}; expected the input's "
+                         f"{tuple(x.shape)}.")
+    if (paths[0][2] < 0).any():
+        paths = paths[::-1]
+    _fooling_verdict(what, got, model, x, t, lr, max_steps, paths)
 
 
 def check_fooling_image(fn, model: nn.Module, x: torch.Tensor, target, lr: float = 0.5,
                         max_steps: int = 100) -> None:
-    """``fn(model, x, target, lr, max_steps)`` → fooled (B,3,H,W), against
-    ``methods.fooling_image`` (notebook 02 §12, "Adversarial examples")."""
+    """``fn(model, x, target, lr, max_steps)`` → fooled (B,3,H,W), against the library's
+    path (``methods.fooling_image``: the image after the first step at which the top-1 is
+    the target; notebook 02 §12, "Adversarial examples")."""
     t = methods.model_targets(model, x, target)
-    got = _tensor("your fooling image",
-                  _run("your fooling image", fn, [model, x, t, lr, max_steps]))
-    if got.shape != x.shape:
-        raise CheckError(f"your fooling image has shape {tuple(got.shape)}; expected the input's "
-                         f"{tuple(x.shape)}.")
-    with preserved_state(model), torch.no_grad():
-        said = model(got).argmax(1)
-    if not torch.equal(said, t):
-        raise CheckError(f"the model still says {said.tolist()} for your image, not the target "
-                         f"{t.tolist()}. {_FOOLING_HINT}")
-    expected = methods.fooling_image(model, x, t, lr, max_steps)
-    steps_got = ((got - x).flatten(1).norm(dim=1) / lr).tolist()
-    steps_expected = ((expected - x).flatten(1).norm(dim=1) / lr).tolist()
-    _verdict("the fooling image", got, expected, [], f"{_FOOLING_HINT} (Your change is "
-             f"{steps_got[0]:.1f} step lengths long, the library's {steps_expected[0]:.1f}: "
-             "longer means more steps than needed or unnormalised steps.)")
+    _fooling_case(None, fn, model, x, t, lr, max_steps)
+    _passed("the fooling image matches the library copy's (the same number of normalised "
+            "steps).")
 
 
 def hidden_check_fooling_image(fn, model: nn.Module, x: torch.Tensor) -> None:
     """Hidden tests of notebook 02 §12: another target class and step size; an image that is
-    already its target."""
-    x = x[:1]
+    already its target; a model handed over in train mode; the max_steps limit (a case that
+    needs exactly max_steps steps succeeds, one that needs more raises)."""
+    x1 = x[:1]
     with preserved_state(model), torch.no_grad():
         top1 = model(x).argmax(1)
     t = _hidden_targets(model, x)
-    _hidden_case("the 2nd-ranked class as target, lr 0.25", fn, [model, x, t, 0.25, 100],
-                 methods.fooling_image(model, x, t, 0.25, 100), hint=_FOOLING_HINT)
-    _hidden_case("the target is already the top-1 class (nothing to change)", fn,
-                 [model, x, top1, 0.5, 100], x.detach().clone(), hint=_FOOLING_HINT)
+    _fooling_case("the 2nd-ranked class as target, lr 0.25", fn, model, x1,
+                  t[:1], 0.25, 100)
+    _fooling_case("the target is already the top-1 class (nothing to change)",
+                  fn, model, x1, top1[:1], 0.5, 100)
+    _fooling_case("a model handed over in train mode (BatchNorm)", fn, model, x[1:2],
+                  t[1:2], 0.5, 100, train=True)
+    # The limit: exactly as many steps as this image needs must do; one fewer must raise.
+    x3, t3 = x[2:3], t[2:3]
+    _, margins, first = _fooling_path(model, x3, t3, 0.25, 100)
+    need = int(first[0])
+    if need >= 1:           # fooled within 100 steps, and not already (it is not the top-1)
+        _fooling_case(f"max_steps = {need}, exactly the steps this image needs",
+                      fn, model, x3, t3, 0.25, need)
+        if abs(float(margins[need - 1, 0])) > 1e-3 * float(margins[:, 0].abs().max()):
+            _hidden_raises(f"max_steps = {need - 1}, one fewer than this image needs", fn,
+                           [model, x3, t3, 0.25, need - 1],
+                           hint="Raise an error when max_steps steps are not enough to fool "
+                                "the model (do not return an image it does not classify as "
+                                "the target).")
     _passed("hidden tests of the fooling image.")
-
