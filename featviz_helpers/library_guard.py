@@ -9,26 +9,34 @@ around it, so there is no unguarded copy to find: not through ``__wrapped__``,
 statement. The private helpers that hold a method's core (the ReLU rules' backward, the
 masked forward passes of occlusion, the checks' reference answers) begin the same way. Outside
 the block (the notebooks' later sections, the checks' own reference answers) nothing
-changes. The block is per thread; :func:`library_copies_blocked` also refuses exercise code
-that switched the guard off or replaced it while it ran.
+changes. The block holds for every thread of the process (a thread started by exercise code
+is refused too); :func:`library_copies_blocked` also refuses exercise code that switched the
+guard off or replaced it and left it so.
+
+What no check inside the process can refuse is code written to defeat it on purpose —
+switching the guard off and back on around a call, rebuilding a function's code without its
+first statement, or a fresh interpreter started from exercise code: each is the library's
+source copied by other means, and plain to see in the submission.
 """
 from __future__ import annotations
 
 import contextlib
 import sys
-import threading
+import types
 from typing import Callable, Iterator
 
 __all__ = ["LibraryCopyUsed", "library_copy", "is_library_copy", "library_copies_blocked",
            "refuse_if_blocked"]
 
 # importlib.reload re-runs this file in the same module namespace: what the package already
-# holds (the per-thread state, the exception class, the functions) is put back at the end, so
+# holds (the guard's state, the exception class, the functions) is put back at the end, so
 # a reload inside exercise code cannot start a fresh, unblocked guard.
 _KEPT = ("_state", "LibraryCopyUsed", "refuse_if_blocked", "library_copy", "is_library_copy",
          "library_copies_blocked", "_public_name", "_guard_bindings", "_restore")
 _before_reload = {name: globals()[name] for name in _KEPT if name in globals()}
-_state = threading.local()
+# One state for the whole process, not per thread: a thread started by exercise code must not
+# find the copies unblocked. (Checks run one at a time; nothing else calls a copy meanwhile.)
+_state = types.SimpleNamespace(exercise=None)
 
 
 class LibraryCopyUsed(AssertionError):
@@ -44,7 +52,7 @@ def _public_name(module: str, function: str) -> str:
 
 
 def refuse_if_blocked(name: str | None = None) -> None:
-    """Raise :class:`LibraryCopyUsed` if exercise code is running in this thread.
+    """Raise :class:`LibraryCopyUsed` if exercise code is running.
 
     Called as the first statement of every library copy; ``name`` defaults to the calling
     function's public name (e.g. ``methods.saliency``).
@@ -84,7 +92,7 @@ def is_library_copy(fn) -> bool:
 
 @contextlib.contextmanager
 def library_copies_blocked(exercise: str) -> Iterator[None]:
-    """Inside the block, in this thread, every library copy refuses to run.
+    """Inside the block, every library copy refuses to run, in every thread.
 
     ``exercise`` names the code running (e.g. ``"your my_saliency"``) for the message. If
     the body switched the guard off, or replaced :func:`refuse_if_blocked` where the library

@@ -3,6 +3,7 @@ copy refuses inside the checks, however it is reached, and the plumbing students
 still works there."""
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import inspect
 
@@ -66,6 +67,8 @@ ROUTES = {
     "occlusion's windows": lambda net: methods.occlusion_masks(8, 8, 4, 2),
     "filter normalisation": lambda net: viz.normalize_filters(torch.rand(2, 3, 3, 3)),
     "rollout": lambda net: methods.attention_rollout(torch.rand(1, 1, 1, 3, 3)),
+    "another thread": lambda net: concurrent.futures.ThreadPoolExecutor(1).submit(
+        methods.saliency, net, X, T).result(),
 }
 
 

@@ -15,7 +15,10 @@ def small_vit():
 
 
 def test_attention_matches_multihead_attention(small_vit):
-    checks.check_vit_attention(methods.vit_attention.__wrapped__, small_vit, torch.randn(3, 3, 64, 64))
+    # The library copy's answer, computed outside the check (inside, every copy refuses).
+    x = torch.randn(3, 3, 64, 64)
+    answer = methods.vit_attention(small_vit, x)
+    checks.check_vit_attention(lambda model, x: answer, small_vit, x)
     assert hooks.count_hooks(small_vit) == 0
 
 
@@ -24,8 +27,23 @@ def test_attention_shape_and_no_graph(small_vit):
     assert a.shape == (4, 2, 4, 65, 65) and not a.requires_grad
 
 
+def _rollout(attn, head_fusion="mean"):
+    """Attention rollout in plain PyTorch, as notebook 06 §3 writes it."""
+    fused = {"mean": attn.mean(2), "max": attn.amax(2), "min": attn.amin(2)}[head_fusion]
+    eye = torch.eye(attn.shape[-1], dtype=torch.float64)
+    out = None
+    for a in fused.double():
+        a = (a + eye) / (a + eye).sum(-1, keepdim=True)
+        out = a if out is None else a @ out
+    return out.float()
+
+
 def test_rollout_rows_identity_and_fusions():
-    checks.check_rollout(methods.attention_rollout.__wrapped__)   # unguarded copy
+    # An implementation that passes the check, and the library copy equals it.
+    checks.check_rollout(_rollout)
+    attn = torch.rand(3, 2, 4, 6, 6).softmax(-1)
+    for fusion in ("mean", "max", "min"):
+        assert torch.allclose(methods.attention_rollout(attn, fusion), _rollout(attn, fusion))
     attn = torch.rand(3, 2, 4, 6, 6).softmax(-1)
     for fusion in ("mean", "max", "min"):
         r = methods.attention_rollout(attn, fusion)
