@@ -323,3 +323,12 @@ def test_06_vit_attention_and_rollout(threads, vit_data):
     checks.hidden_check_vit_attention(ns["my_vit_attention"], vit, sh_x)
     checks.check_rollout(ns["my_rollout"])
     checks.hidden_check_rollout(ns["my_rollout"])
+
+
+def test_every_exercise_is_run_here():
+    # A new exercise needs its solution run through its checks above.
+    source = Path(__file__).read_text(encoding="utf-8")
+    exercises = [gid for path in sorted(NOTEBOOKS.glob("0*.ipynb")) for gid in solution_cells(path)]
+    assert exercises
+    missing = [gid for gid in exercises if f'"{gid}"' not in source]
+    assert not missing, f"exercises whose solution no test here runs: {missing}"
