@@ -265,17 +265,25 @@ def try_exercise(fn, *args):
 
 # ------------------------------------------------------------------------- hidden cases
 
+def _attempt(what: str, fn, args, train: bool = False, hint: str = "") -> torch.Tensor:
+    """``fn(*args)`` as :func:`_run` runs it, its result a tensor; an exception of the
+    student's code becomes a :class:`CheckError` naming it (and ``hint``), while the
+    harness's own refusals pass through."""
+    try:
+        return _tensor(what, _run(what, fn, args, train=train))
+    except (CheckError, LibraryCopyUsed, NotImplementedError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of student code is reported
+        raise CheckError(f"{what} raised {type(e).__name__}: {e}" + (f". {hint}" if hint else "")) \
+            from e
+
+
 def _hidden_case(case: str, fn, args, expected: torch.Tensor, tol: float = 1e-4,
                  hint: str = "", train: bool = False) -> None:
     """One hidden test: ``fn(*args)`` on private copies must match ``expected`` and leave
     every model and input as it was. ``case`` says in words what is being tested."""
     what = f"[{case}] your function"
-    try:
-        got = _tensor(what, _run(what, fn, args, train=train))
-    except (CheckError, LibraryCopyUsed, NotImplementedError):
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise CheckError(f"{what} raised {type(e).__name__}: {e}") from e
+    got = _attempt(what, fn, args, train=train)
     if got.shape != expected.shape:
         raise CheckError(f"{what} returned shape {tuple(got.shape)}, expected "
                          f"{tuple(expected.shape)}. {hint}")

@@ -8,10 +8,9 @@ from torch import nn
 
 from .. import methods
 from ..hooks import preserved_state
-from ._harness import (CheckError, _hidden_case, _hidden_raises, _hidden_resnet_case,
+from ._harness import (CheckError, _attempt, _hidden_case, _hidden_raises, _hidden_resnet_case,
                        _hidden_targets, _passed, _references, _run, _score_gradient,
                        _spread_tolerance, _tensor, _verdict, rel_error)
-from ..library_guard import LibraryCopyUsed
 
 
 _SALIENCY_HINT = ("Check: eval mode, the logit of each image's own target (not the argmax, not "
@@ -320,12 +319,7 @@ def _fooling_case(case, fn, model: nn.Module, x: torch.Tensor, t: torch.Tensor, 
                                          f"steps. {_FOOLING_HINT}")
         return
     if case is not None:
-        try:
-            got = _tensor(what, _run(what, fn, args, train=train))
-        except (CheckError, LibraryCopyUsed, NotImplementedError):
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise CheckError(f"{what} raised {type(e).__name__}: {e}. {_FOOLING_HINT}") from e
+        got = _attempt(what, fn, args, train=train, hint=_FOOLING_HINT)
     else:
         got = _tensor(what, _run(what, fn, args, train=train))
     if got.shape != x.shape:
