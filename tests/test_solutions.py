@@ -109,19 +109,26 @@ def test_02_saliency(threads, lite0, photos):
     checks.check_saliency(one_at_a_time, lite0, small[:3], top5[:3, 0])
 
 
-def smoothgrad_in_one_batch(model, x, target, samples, noise, seed):
-    """The notebook's SmoothGrad with every noisy copy of every image in one batch."""
+def mean_gradient_in_one_batch(model, points, target):
+    """Exercise-style code (no library copy): ∂S_target/∂input at every point (K,B,C,H,W) in
+    one eval-mode batch, averaged over the K points: (B,C,H,W)."""
     was_training = model.training
     model.eval()
     try:
-        eps = torch.randn((samples, *x.shape), generator=torch.Generator().manual_seed(seed))
-        span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, -1, 1, 1, 1)
-        noisy = (x[None] + noise * span * eps).flatten(0, 1).detach().requires_grad_(True)
-        scores = model(noisy).gather(1, target.repeat(samples).view(-1, 1))
-        (grad,) = torch.autograd.grad(scores.sum(), noisy)
-        return grad.view(samples, *x.shape).mean(0)
+        k = points.shape[0]
+        flat = points.flatten(0, 1).detach().requires_grad_(True)
+        scores = model(flat).gather(1, target.repeat(k).view(-1, 1))
+        (grad,) = torch.autograd.grad(scores.sum(), flat)
+        return grad.view(points.shape).mean(0)
     finally:
         model.train(was_training)
+
+
+def smoothgrad_in_one_batch(model, x, target, samples, noise, seed):
+    """The notebook's SmoothGrad with every noisy copy of every image in one batch."""
+    eps = torch.randn((samples, *x.shape), generator=torch.Generator().manual_seed(seed))
+    span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, -1, 1, 1, 1)
+    return mean_gradient_in_one_batch(model, x[None] + noise * span * eps, target)
 
 
 def test_02_smoothgrad(threads, lite0, photos):
@@ -138,17 +145,9 @@ def test_02_smoothgrad(threads, lite0, photos):
 
 def ig_in_one_batch(model, x, target, baseline, steps):
     """The notebook's Integrated Gradients with every point of the path in one batch."""
-    was_training = model.training
-    model.eval()
-    try:
-        alphas = torch.arange(1, steps + 1, dtype=x.dtype).view(-1, 1, 1, 1, 1) / steps
-        path = (baseline[None] + alphas * (x - baseline)[None]).flatten(0, 1)
-        path = path.detach().requires_grad_(True)
-        scores = model(path).gather(1, target.repeat(steps).view(-1, 1))
-        (grad,) = torch.autograd.grad(scores.sum(), path)
-        return (x - baseline) * grad.view(steps, *x.shape).mean(0)
-    finally:
-        model.train(was_training)
+    alphas = torch.arange(1, steps + 1, dtype=x.dtype).view(-1, 1, 1, 1, 1) / steps
+    path = baseline[None] + alphas * (x - baseline)[None]
+    return (x - baseline) * mean_gradient_in_one_batch(model, path, target)
 
 
 def test_02_integrated_gradients(threads, lite0, photos):
