@@ -18,9 +18,22 @@ if str(HERE) not in sys.path:                   # feedback_preprocessors.py live
 
 c.CourseDirectory.course_id = "featviz"
 
-# Each notebook runs top to bottom in well under a minute on a laptop; the limit is per cell
-# and leaves room for a slow, shared grading machine.
-c.Execute.timeout = 900
+# ------------------------------------------------------------------ how autograde runs a notebook
+# contained_execute.py's ContainedExecute replaces nbgrader's Execute: each notebook may run
+# 600 s (kernel start included) and each kernel may use 4 GiB; a notebook that runs past its
+# time, or whose kernel dies, is stopped there and scored for what ran; cells tagged
+# skip-when-grading (demonstrations that do not depend on the student's code) are not run.
+# A correct submission's six notebooks take about a minute of CPU together (benchmarks/bench_grading.py).
+if (HERE / "contained_execute.py").is_file():
+    from nbgrader.converters import Autograde
+    from contained_execute import ContainedExecute
+    from nbgrader.preprocessors import Execute
+
+    c.Autograde.autograde_preprocessors = [
+        ContainedExecute if p is Execute else p
+        for p in Autograde.class_traits()["autograde_preprocessors"].default()]
+    c.ContainedExecute.notebook_timeout = 600
+    c.ContainedExecute.memory_limit_gib = 4
 
 # ------------------------------------------------------------------ the exchange
 # nbgrader's default exchange is /usr/local/share/nbgrader/exchange (create it once, writable by

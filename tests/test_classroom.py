@@ -81,13 +81,46 @@ def wrong_submission(k: int, source_nb: Path) -> dict[str, str]:
     return out
 
 
+def new_course(course: Path, notebooks: list[Path] | None = None) -> Path:
+    """The committed course of ``classroom/`` copied into ``course``, its source the notebooks
+    folder (or, given ``notebooks``, a folder holding links to just those)."""
+    for item in (ROOT / "classroom").iterdir():
+        if item.name in ("source", "__pycache__") or item.name.startswith("."):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, course / item.name)
+        else:
+            shutil.copy(item, course)
+    (course / "source").mkdir()
+    if notebooks is None:
+        (course / "source" / ASSIGNMENT).symlink_to(ROOT / "notebooks", target_is_directory=True)
+    else:
+        (course / "source" / ASSIGNMENT).mkdir()
+        for path in notebooks:
+            (course / "source" / ASSIGNMENT / path.name).symlink_to(path)
+    return course
+
+
+def hand_in(course: Path, student: str, name: str, nb: dict) -> None:
+    """A submitted notebook placed where ``nbgrader collect`` puts it."""
+    folder = course / "submitted" / student / ASSIGNMENT
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
+
+
+def autograde_parallel(course: Path, *args: str) -> tuple[int, str]:
+    """The README's parallel command, run from the course folder: (exit status, output)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    done = subprocess.run([sys.executable, "autograde_parallel.py", ASSIGNMENT, *args],
+                          cwd=course, env=env, capture_output=True, text=True, timeout=3600)
+    return done.returncode, done.stdout + done.stderr
+
+
 @pytest.fixture(scope="module")
 def course(tmp_path_factory):
     """A course folder after release, submission, collection, autograding and export."""
-    course = tmp_path_factory.mktemp("course")
-    shutil.copy(ROOT / "classroom" / "nbgrader_config.py", course)
-    (course / "source").mkdir()
-    (course / "source" / ASSIGNMENT).symlink_to(ROOT / "notebooks", target_is_directory=True)
+    course = new_course(tmp_path_factory.mktemp("course"))
     exchange = tmp_path_factory.mktemp("exchange")
     on_exchange = f"--Exchange.root={exchange}"
 
@@ -107,23 +140,22 @@ def course(tmp_path_factory):
 
     # Hand-ins placed straight into submitted/ (what `collect` does): the blank release and
     # the corpus of wrong implementations.
-    def hand_in(student, name, nb):
-        folder = course / "submitted" / student / ASSIGNMENT
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
-
     for path in NOTEBOOKS:
-        hand_in(BLANK, path.name, json.loads((release / path.name).read_text(encoding="utf-8")))
+        hand_in(course, BLANK, path.name,
+                json.loads((release / path.name).read_text(encoding="utf-8")))
         for k in range(CORPUS_SIZE):
             wrong = wrong_submission(k, path)
             if wrong:
-                hand_in(f"wrong-{k + 1}", path.name, with_solutions(release / path.name, path, wrong))
+                hand_in(course, f"wrong-{k + 1}", path.name,
+                        with_solutions(release / path.name, path, wrong))
 
-    # The teacher's command, with the course's configuration (its cell timeout included).
+    # The teacher's parallel command, with the course's configuration (its limits included).
     # Every submission runs every panel cell: featviz_helpers.widgets draws without an Output
     # widget, whose mimic in nbclient used to stall about one panel cell in 30 for the whole
     # cell timeout (see tests/test_viz_widgets.py).
-    nbgrader(course, "autograde", ASSIGNMENT)
+    status, output = autograde_parallel(course, "--workers", "2")
+    assert status == 0 and "misbehaved" not in output, output
+    AUTOGRADED_ROWS[course] = gradebook_rows(course, [STUDENT, BLANK] + CORPUS_STUDENTS)
 
     # The teacher grades the collected student's free-text answers (as in the formgrader).
     with nbgrader_api.Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
@@ -137,6 +169,45 @@ def course(tmp_path_factory):
     nbgrader(course, "export")
     nbgrader(course, "generate_feedback", ASSIGNMENT)
     return course
+
+
+AUTOGRADED_ROWS: dict[Path, dict] = {}       # course → its gradebook rows right after autograde
+CORPUS_STUDENTS = [f"wrong-{k + 1}" for k in range(CORPUS_SIZE)]
+
+
+def gradebook_rows(course: Path, students: list[str]) -> dict[tuple, tuple]:
+    """Every gradebook value autograde writes for these students: (student, notebook, kind,
+    name) → the row's values."""
+    rows = {}
+    with nbgrader_api.Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        for student in students:
+            submission = gb.find_submission(ASSIGNMENT, student)
+            rows[student, "", "submission", ""] = (submission.timestamp, submission.extension)
+            for notebook in submission.notebooks:
+                rows[student, notebook.name, "notebook", ""] = (
+                    notebook.flagged, notebook.late_submission_penalty)
+                for g in notebook.grades:
+                    rows[student, notebook.name, "grade", g.name] = (
+                        g.auto_score, g.manual_score, g.extra_credit, g.needs_manual_grade)
+                for c in notebook.comments:
+                    rows[student, notebook.name, "comment", c.name] = (
+                        c.auto_comment, c.manual_comment)
+    return rows
+
+
+def graded_again(tmp: Path, course: Path, students: list[str], *command: str) -> Path:
+    """A second course with the same source and these students' submissions, graded by
+    ``command`` (nbgrader's own serial autograde, or the parallel command with its options)."""
+    again = new_course(tmp)
+    nbgrader(again, "generate_assignment", ASSIGNMENT)
+    for student in students:
+        shutil.copytree(course / "submitted" / student, again / "submitted" / student)
+    if command[0] == "nbgrader":
+        nbgrader(again, *command[1:])
+    else:
+        status, output = autograde_parallel(again, *command)
+        assert status == 0 and "misbehaved" not in output, output
+    return again
 
 
 def cell_scores(course: Path, student: str, notebook: Path) -> dict[str, tuple[float, float]]:
@@ -243,3 +314,27 @@ def test_grades_export_and_feedback(course):
     for path in NOTEBOOKS:
         feedback = course / "feedback" / STUDENT / ASSIGNMENT / f"{path.stem}.html"
         assert feedback.is_file() and "Score:" in feedback.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ parallel and Dask grading
+
+def test_parallel_grading_equals_nbgraders_serial_autograde(course, tmp_path):
+    students = [STUDENT, "wrong-1"]            # answers and a timestamp; failing exercises
+    serial = graded_again(tmp_path, course, students, "nbgrader", "autograde", ASSIGNMENT)
+    parallel = {k: v for k, v in AUTOGRADED_ROWS[course].items() if k[0] in students}
+    assert gradebook_rows(serial, students) == parallel
+
+
+def test_dask_local_cluster_grades_like_the_local_workers(course, tmp_path):
+    pytest.importorskip("dask.distributed")
+    students = [BLANK, "wrong-2"]
+    on_dask = graded_again(tmp_path, course, students, "--dask", "--workers", "2")
+    assert gradebook_rows(on_dask, students) == \
+        {k: v for k, v in AUTOGRADED_ROWS[course].items() if k[0] in students}
+
+
+def test_parallel_command_names_what_it_skips_and_refuses(course):
+    status, output = autograde_parallel(course, "--workers", "2")
+    assert status == 0 and "already autograded, not regraded (add --force" in output
+    status, output = autograde_parallel(course, "--student", "nobody")
+    assert status != 0 and "no submission of featviz for: nobody" in output
