@@ -55,7 +55,6 @@ class Job:
     course: str
     assignment: str
     student: str
-    gradebook: bytes                        # the gradebook as it was before the run
     notebooks: int
     options: list[str]                      # extra nbgrader options (limits, --force)
     notebook_timeout: float
@@ -76,11 +75,12 @@ class Outcome:
         return self.returncode != 0
 
 
-def grade_one(job: Job) -> Outcome:
-    """Run ``nbgrader autograde`` for one student into a private gradebook; runs on a worker."""
+def grade_one(job: Job, gradebook: bytes) -> Outcome:
+    """Run ``nbgrader autograde`` for one student into a private copy of ``gradebook`` (the
+    course's, as it was before the run); runs on a worker."""
     with tempfile.TemporaryDirectory(prefix="autograde-") as tmp:
         db = Path(tmp) / "gradebook.db"
-        db.write_bytes(job.gradebook)
+        db.write_bytes(gradebook)
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):   # no worker oversubscribes the cores
@@ -237,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     notebooks = len(list((course / "source" / args.assignment).glob("*.ipynb")))
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.workers)
     before = snapshot(db)
-    jobs = [Job(str(course), args.assignment, s, before, notebooks, options, notebook_timeout,
-                threads) for s in students]
+    jobs = [Job(str(course), args.assignment, s, notebooks, options, notebook_timeout, threads)
+            for s in students]
     logs = course / "autograde_logs" / args.assignment
     logs.mkdir(parents=True, exist_ok=True)
 
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     with tqdm(total=len(jobs), unit="submission", desc=f"autograde {args.assignment}") as bar:
         bar.set_postfix(failures=0)
-        for outcome in _run(jobs, args):
+        for outcome in _run(jobs, before, args):
             (logs / f"{outcome.student}.log").write_text(outcome.log, encoding="utf-8")
             if outcome.gradebook:
                 merge(db, outcome.gradebook, args.assignment, outcome.student)
@@ -263,12 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(o.failed for o in outcomes) else 0
 
 
-def _run(jobs: list[Job], args):
+def _run(jobs: list[Job], gradebook: bytes, args):
     """Each job's Outcome as it completes: threads that each wait on one nbgrader process, or
     Dask."""
     if not args.dask:
         with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            for future in as_completed([pool.submit(grade_one, job) for job in jobs]):
+            for future in as_completed([pool.submit(grade_one, job, gradebook) for job in jobs]):
                 yield future.result()
         return
     try:
@@ -285,8 +285,9 @@ def _run(jobs: list[Job], args):
     else:
         cluster, client = None, Client(args.dask)
     try:
-        futures = [client.submit(grade_one, job, pure=False, key=f"autograde-{job.student}")
-                   for job in jobs]
+        shared = client.scatter(gradebook, broadcast=True)      # sent to each worker once
+        futures = [client.submit(grade_one, job, shared, pure=False,
+                                 key=f"autograde-{job.student}") for job in jobs]
         for future in dask_completed(futures):
             yield future.result()
     finally:
