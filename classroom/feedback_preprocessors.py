@@ -1,12 +1,15 @@
 """Preprocessors that make `nbgrader generate_feedback` HTML read offline and keep hidden tests hidden.
 
 `nbgrader_config.py` (in this folder) adds this folder to ``sys.path`` and lists these classes
-in ``c.GenerateFeedback.preprocessors``. Only the standard library and nbgrader are imported:
-every nbgrader command reads the config, so this module must stay cheap to import.
+in ``c.GenerateFeedback.preprocessors``. Only the standard library, nbgrader and this folder's
+``contained_execute`` are imported: every nbgrader command reads the config, so this module
+must stay cheap to import.
 
 * :class:`HideHiddenTests` — nbgrader's ``ClearHiddenTests`` (the hidden test region of each
   test cell goes, as in the student release) and, in those cells, an error's traceback (which
   quotes the cell's source) is cut to its last line, ``ErrorName: message``.
+* :class:`SkippedDemonstrations` — a demonstration the grader skipped (``skip-when-grading``)
+  shows a one-line note saying so, not an empty output.
 * :class:`StaticWidgets` — a slider/dropdown panel (an ipywidgets view) becomes a static copy
   of its last drawing, rebuilt from the widget state that the autograder saved in the notebook,
   or a one-line note when there is none; the notebook's widget state is then dropped, so the
@@ -21,8 +24,11 @@ from __future__ import annotations
 import html
 import re
 
+from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from nbgrader import utils
+
+from contained_execute import SKIP_WHEN_GRADING
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -43,6 +49,24 @@ class HideHiddenTests(ClearHiddenTests):
                 if output.get("output_type") == "error":
                     output["traceback"] = [f"{output.get('ename', 'Error')}: "
                                            f"{output.get('evalue', '')}"]
+        return cell, resources
+
+
+# ---------------------------------------------------------------- skipped demonstrations
+
+NOTE_SKIPPED = ("Not run when grading: a demonstration that does not depend on your code. "
+                "Run the notebook in Jupyter to see it.")
+
+
+class SkippedDemonstrations(NbGraderPreprocessor):
+    """A cell the grader skipped (tagged ``skip-when-grading``) says so instead of showing
+    nothing."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type == "code" and SKIP_WHEN_GRADING in cell.metadata.get("tags", []) \
+                and not cell.get("outputs"):
+            cell.outputs = [NotebookNode(output_type="stream", name="stdout",
+                                         text=NOTE_SKIPPED + "\n")]
         return cell, resources
 
 

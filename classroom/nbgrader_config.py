@@ -55,17 +55,19 @@ c.FileNameCollectorPlugin.named_regexp = (
 # nbgrader 0.9's generate_feedback runs GetGrades and CSSHTMLHeaderPreprocessor only, and its page
 # loads MathJax and the widget renderer from the internet. Here the feedback also
 # * drops the hidden tests' source (and tracebacks that quote it),
+# * says "not run when grading" under each skipped demonstration,
 # * shows each slider panel as its last drawing (from the widget state saved by autograde),
 # * writes every formula as readable text (no maths renderer needed), and
 # * loads no script from the internet: MathJax only if one is installed locally (below).
 # A course folder holding only this file (no feedback_preprocessors.py and templates/ beside it)
 # keeps nbgrader's own feedback page.
 OFFLINE_FEEDBACK = (HERE / "feedback_preprocessors.py").is_file() and \
-    (HERE / "templates" / "featviz_feedback").is_dir()
+    (HERE / "contained_execute.py").is_file() and (HERE / "templates" / "featviz_feedback").is_dir()
 if OFFLINE_FEEDBACK:
     c.GenerateFeedback.preprocessors = [
         "nbgrader.preprocessors.GetGrades",
         "feedback_preprocessors.HideHiddenTests",
+        "feedback_preprocessors.SkippedDemonstrations",
         "feedback_preprocessors.StaticWidgets",
         "feedback_preprocessors.ReadableMath",
         "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",

@@ -35,6 +35,8 @@ pytestmark = pytest.mark.classroom
 nbgrader_api = pytest.importorskip("nbgrader.api")
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "classroom"))
+from contained_execute import SKIP_WHEN_GRADING  # noqa: E402
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENT = "featviz"
 STUDENT = getpass.getuser()          # the collected student: nbgrader submits under the login
@@ -313,7 +315,23 @@ def test_grades_export_and_feedback(course):
         assert float(row["score"]) < float(row["max_score"])
     for path in NOTEBOOKS:
         feedback = course / "feedback" / STUDENT / ASSIGNMENT / f"{path.stem}.html"
-        assert feedback.is_file() and "Score:" in feedback.read_text(encoding="utf-8")
+        page = feedback.read_text(encoding="utf-8")
+        assert "Score:" in page
+        skipped = [c for c in cells(path) if SKIP_WHEN_GRADING in c["metadata"].get("tags", [])]
+        assert page.count("Not run when grading") == len(skipped), path.name
+        assert "BEGIN HIDDEN TESTS" not in page and "hidden_check_" not in page
+
+
+def test_graded_notebooks_skip_the_demonstrations_only(course):
+    for path in NOTEBOOKS:
+        graded = cells(course / "autograded" / STUDENT / ASSIGNMENT / path.name)
+        for cell in graded:
+            if cell["cell_type"] != "code":
+                continue
+            if SKIP_WHEN_GRADING in cell["metadata"].get("tags", []):
+                assert not cell["outputs"] and grading(cell) == {}, source(cell)[:80]
+            elif source(cell).strip():
+                assert cell["execution_count"], f"{path.name}: not run: {source(cell)[:80]}"
 
 
 # ------------------------------------------------------------------ parallel and Dask grading
