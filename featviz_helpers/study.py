@@ -27,6 +27,7 @@ import argparse
 import copy
 import difflib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -251,10 +252,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Your working copy: {args.folder}")
     if args.no_lab:
         return 0
-    command = [sys.executable, "-m", "jupyter", "lab", str(args.folder),
-               "--FileContentsManager.pre_save_hook=featviz_helpers.study.pre_save",
-               *args.lab_args]
-    return subprocess.call(command)
+    return subprocess.call(lab_command(args.folder, args.lab_args))
+
+
+def lab_command(folder: Path, extra: list[str] = ()) -> list[str]:
+    """``jupyter lab`` on the working copy, with the pre-save hook; ``--allow-root`` where the
+    student is root (most containers), which changes nothing for a normal user."""
+    command = [sys.executable, "-m", "jupyter", "lab", str(folder),
+               "--FileContentsManager.pre_save_hook=featviz_helpers.study.pre_save", *extra]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
+        command.append("--allow-root")
+    return command
 
 
 if __name__ == "__main__":

@@ -104,16 +104,22 @@ class LabServer:
     """JupyterLab serving a copy of ``notebooks`` from ``workdir/root``; a context manager."""
 
     def __init__(self, workdir: Path, notebooks=NOTEBOOKS, source: Path = NOTEBOOK_DIR,
-                 start_timeout: float = 90.0):
+                 start_timeout: float = 90.0, serve: Path | None = None,
+                 extra_args: tuple[str, ...] = ()):
+        """``serve``: a folder to serve as it is (``notebooks`` in it), instead of a copy of
+        ``source``; ``extra_args``: more ``jupyter lab`` options."""
         self.workdir = Path(workdir)
-        self.root = self.workdir / "root"
+        self.root = Path(serve) if serve is not None else self.workdir / "root"
         self.root.mkdir(parents=True, exist_ok=True)
+        self.extra_args = tuple(extra_args)
         # The notebooks as copied: tests compare with these, not with notebooks/ (which someone
         # may be editing while the tests run).
         self.originals: dict[str, dict] = {}
         for name in notebooks:
-            text = (source / name).read_text(encoding="utf-8")
-            (self.root / name).write_text(text, encoding="utf-8")
+            text = (source / name).read_text(encoding="utf-8") if serve is None else \
+                (self.root / name).read_text(encoding="utf-8")
+            if serve is None:
+                (self.root / name).write_text(text, encoding="utf-8")
             self.originals[name] = json.loads(text)
         self.notebooks = list(notebooks)
         self.source = source
@@ -149,7 +155,7 @@ class LabServer:
                f"--ServerApp.root_dir={self.root}",
                f"--LabApp.user_settings_dir={settings}",
                f"--LabApp.workspaces_dir={self.workdir / 'workspaces'}",
-               "--LabApp.news_url=", "--ServerApp.open_browser=False"]
+               "--LabApp.news_url=", "--ServerApp.open_browser=False", *self.extra_args]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

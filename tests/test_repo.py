@@ -85,7 +85,7 @@ def test_first_cell_says_how_to_install_the_helpers_when_missing(path, monkeypat
 def test_readme_commands_work_as_root_and_fetch_every_zoo_model():
     from featviz_helpers import models
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert ".venv/bin/jupyter lab --allow-root\n" in readme
+    assert ".venv/bin/featviz-study\n" in readme          # adds --allow-root for root itself
     assert "--index-url https://download.pytorch.org/whl/cpu" in readme
     one_liner = next(line for line in readme.splitlines() if "models.load_model(n) for n in" in line)
     for name in models.TORCHVISION_MODELS:
