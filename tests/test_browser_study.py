@@ -3,8 +3,9 @@
 A fresh clone of the repository; ``python -m featviz_helpers.study --no-lab`` makes the working
 copy ``work/``; JupyterLab serves that folder with the study command's pre-save hook. In
 notebook 04 the student runs everything with the exercise blank (its check says what to do),
-asks for the hint and then the solution in the "Stuck?" cell, saves, and reopens the notebook:
-no widget error, each panel a one-line note. Through all of it, ``git status`` of the clone
+asks for the hint and then the solution in the "Stuck?" cell, writes the exercise (pastes the
+solution) and runs everything (the check passes, the panels draw), saves, and reopens the
+notebook: no widget error, each panel a one-line note. Through all of it, ``git status`` of the clone
 stays clean.
 
 Skips like tests/test_browser.py without Chromium, unless FEATVIZ_REQUIRE_BROWSER=1.
@@ -83,7 +84,14 @@ def test_self_study_flow(tmp_path):
         assert outputs_text(page.save(), stuck).startswith(f"Hint ({EXERCISE}): ")
         run_cell_with(page, stuck, f"from featviz_helpers import study\nstudy.solution({EXERCISE!r})")
         assert "def cam_from_features" in outputs_text(page.save(), stuck)
-        assert page.panels(), "no slider panel rendered while the kernel runs"
+        # The student writes the exercise (here: pastes the solution) and runs everything.
+        solution_cell = next(i for i, c in enumerate(saved["cells"])
+                             if c["metadata"].get("nbgrader", {}).get("grade_id") == f"{EXERCISE}-impl")
+        run_cell_with(page, solution_cell, study.exercises()[EXERCISE]["solution"])
+        page.run_all(timeout=RUN_TIMEOUT)
+        done = page.save()
+        assert not H.notebook_errors(done), H.notebook_errors(done)
+        assert page.panels() and not page.widget_problems(), page.screenshot("study-panels")
         page.close()
         server.shutdown_kernels()                     # the kernel is gone, as after a restart
 
