@@ -23,7 +23,8 @@ c.CourseDirectory.course_id = "featviz"
 # 600 s (kernel start included) and each kernel may use 4 GiB; a notebook that runs past its
 # time, or whose kernel dies, is stopped there and scored for what ran; cells tagged
 # skip-when-grading (demonstrations that do not depend on the student's code) are not run.
-# A correct submission's six notebooks take about a minute of CPU together (benchmarks/bench_grading.py).
+# Grading a correct submission (all six notebooks) costs about 80 CPU-seconds on a quiet 2-core
+# machine, nbgrader's own work included (benchmarks/bench_grading.py --nbgrader).
 if (HERE / "contained_execute.py").is_file():
     from nbgrader.converters import Autograde
     from contained_execute import ContainedExecute
@@ -34,6 +35,9 @@ if (HERE / "contained_execute.py").is_file():
         for p in Autograde.class_traits()["autograde_preprocessors"].default()]
     c.ContainedExecute.notebook_timeout = 600
     c.ContainedExecute.memory_limit_gib = 4
+# Other commands that run notebooks (`nbgrader validate`) use nbgrader's Execute: a per-cell limit
+# (its default, 30 s, is shorter than the notebooks' slowest demonstrations on a busy machine).
+c.Execute.timeout = 600
 
 # ------------------------------------------------------------------ the exchange
 # nbgrader's default exchange is /usr/local/share/nbgrader/exchange (create it once, writable by
