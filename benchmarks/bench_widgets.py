@@ -36,6 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import lab_harness as H  # noqa: E402
+from featviz_helpers.widgets import TIMING_VARIABLE  # noqa: E402
 
 
 def chromium_version(path: str) -> str:
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
     rows, infos = [], {}
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="featviz-bench-") as tmp, \
-            H.LabServer(Path(tmp), notebooks=args.notebooks) as server, H.chromium() as browser:
+            H.LabServer(Path(tmp), notebooks=args.notebooks,
+                        env={TIMING_VARIABLE: "1"}) as server, H.chromium() as browser:
         context = H.new_context(browser)
         for name in args.notebooks:
             r, info = bench_notebook(context, server, name, args.moves, args.timeout)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 import time
 import traceback
 from typing import Callable, NamedTuple, Sequence
@@ -28,6 +29,8 @@ from PIL import Image
 from .viz import enlarge
 
 __all__ = ["Tile", "Tiles", "panel", "slider", "float_slider", "dropdown", "png"]
+
+TIMING_VARIABLE = "FEATVIZ_PANEL_TIMING"     # "1": each panel shows its last drawing's time
 
 
 class Tile(NamedTuple):
@@ -122,8 +125,10 @@ def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) ->
 
     The callback runs once at once (an error then is raised in the cell), then on every
     change of any control (an error then is shown in the panel, the pictures left as they
-    were). ``panel.timings`` collects (callback ms, PNG ms) per drawing; a grey note under the
-    pictures says the last, with the drawing's number.
+    were). ``panel.timings`` collects (callback ms, PNG ms) per drawing. With the environment
+    variable ``FEATVIZ_PANEL_TIMING=1`` in the kernel (what ``benchmarks/bench_widgets.py``
+    sets), a grey note under the pictures also says the last, with the drawing's number; a
+    student sees no such line.
     """
     if not controls:
         raise ValueError("panel() needs at least one control, e.g. index=slider(0, 9, 'index').")
@@ -151,8 +156,9 @@ def panel(callback: Callable[..., Tiles], **controls: ipywidgets.ValueWidget) ->
         ms = (1000 * (t1 - t0), 1000 * (t2 - t1))
         box.timings.append(ms)
         # The note goes out before the pictures: a page that sees a new picture sees its note.
-        note.value = (f'<span style="color:#888;font-size:11px">drawing {len(box.timings)}: '
-                      f'Python {ms[0]:.0f} ms callback + {ms[1]:.0f} ms PNG</span>')
+        if os.environ.get(TIMING_VARIABLE) == "1":
+            note.value = (f'<span style="color:#888;font-size:11px">drawing {len(box.timings)}: '
+                          f'Python {ms[0]:.0f} ms callback + {ms[1]:.0f} ms PNG</span>')
         if tuple(len(r.children) for r in area.children) != tiles.shape:
             area.children = [ipywidgets.HBox([_tile_widget() for _ in row]) for row in tiles.rows]
         for widgets_row, row, row_pictures in zip(area.children, tiles.rows, pictures):

@@ -105,13 +105,15 @@ class LabServer:
 
     def __init__(self, workdir: Path, notebooks=NOTEBOOKS, source: Path = NOTEBOOK_DIR,
                  start_timeout: float = 90.0, serve: Path | None = None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
         """``serve``: a folder to serve as it is (``notebooks`` in it), instead of a copy of
-        ``source``; ``extra_args``: more ``jupyter lab`` options."""
+        ``source``; ``extra_args``: more ``jupyter lab`` options; ``env``: more environment
+        variables for the server and its kernels."""
         self.workdir = Path(workdir)
         self.root = Path(serve) if serve is not None else self.workdir / "root"
         self.root.mkdir(parents=True, exist_ok=True)
         self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})
         # The notebooks as copied: tests compare with these, not with notebooks/ (which someone
         # may be editing while the tests run).
         self.originals: dict[str, dict] = {}
@@ -148,6 +150,7 @@ class LabServer:
         env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
         env["JUPYTER_CONFIG_DIR"] = str(self.workdir / "config")   # no user jupyter config
         env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"   # figures inline
+        env.update(self.env)
         cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser",
                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
                "--ServerApp.port_retries=0", "--ServerApp.allow_root=True",

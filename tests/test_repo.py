@@ -27,6 +27,8 @@ def test_notebook_is_stored_without_outputs(path):
         if cell["cell_type"] == "code":
             assert not cell.get("outputs"), f"{path.name} cell {i} has stored outputs"
             assert cell.get("execution_count") is None, f"{path.name} cell {i} has a count"
+        # An empty cell shows JupyterLab's placeholder ("Type Markdown and LaTeX") to students.
+        assert "".join(cell["source"]).strip(), f"{path.name} cell {i} is empty"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

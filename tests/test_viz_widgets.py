@@ -85,6 +85,19 @@ def test_panel_runs_callback_now_and_on_change():
     assert len(box.timings) == 3 and all(ms >= 0 for pair in box.timings for ms in pair)
 
 
+def test_panel_times_itself_silently_unless_asked(monkeypatch):
+    """A student sees no timing line; the widget benchmark turns it on."""
+    def note(box):
+        return next(w for w in box.children if "featviz-note" in w._dom_classes).value
+
+    monkeypatch.delenv(widgets.TIMING_VARIABLE, raising=False)
+    box = widgets.panel(lambda n: tiles(n), n=widgets.slider(0, 2, "n"))
+    assert len(box.timings) == 1 and note(box) == ""
+    monkeypatch.setenv(widgets.TIMING_VARIABLE, "1")
+    box.children[0].children[0].value = 1
+    assert len(box.timings) == 2 and "drawing 2: Python" in note(box)
+
+
 def test_panel_has_no_output_widget():
     """Headless runners (nbclient, under nbconvert and nbgrader) mimic an Output widget by
     messaging the kernel mid-cell, which now and then loses the cell's reply: a panel must not
