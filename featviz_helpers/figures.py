@@ -30,7 +30,7 @@ from .hooks import capture
 
 __all__ = ["draw_filter_grids", "draw_box", "draw_maps", "draw_relu_example", "draw_gradients",
            "draw_neuron", "draw_attention_heads", "draw_class_visualisations", "draw_fooling",
-           "draw_grad_cam_pair", "Figure", "FIGURES", "make_all", "main"]
+           "stretch_change", "draw_grad_cam_pair", "Figure", "FIGURES", "make_all", "main"]
 
 
 # --------------------------------------------------------------------------- drawing
@@ -149,14 +149,25 @@ def draw_class_visualisations(pictures, titles, size: float = 2.6):
     return fig
 
 
-def draw_fooling(original: np.ndarray, fooled: np.ndarray, labels, magnify: float = 10.0):
+def stretch_change(change: np.ndarray, percentile: float = 99.0) -> tuple[np.ndarray, float]:
+    """A signed change (H,W,3) as a picture around mid-grey (0 is grey), stretched
+    symmetrically so that the ``percentile``-th percentile of |change| reaches the full range
+    (larger changes saturate): returns (picture in [0,1], the factor used)."""
+    change = np.asarray(change, dtype=np.float64)
+    top = float(np.percentile(np.abs(change), percentile))
+    factor = 0.5 / top if top > 0 else 1.0
+    return np.clip(0.5 + factor * change, 0, 1), factor
+
+
+def draw_fooling(original: np.ndarray, fooled: np.ndarray, labels, percentile: float = 99.0):
     """A photo, the adversarial example made from it (the lecture's "fooling image") and the
-    change between them (H,W,3 in [0,1]); the change is shown ``magnify`` times larger around
-    grey, so 0 is grey."""
-    change = fooled - original
+    change between them (H,W,3 in [0,1]); the change is drawn around grey (0 is grey), stretched
+    by :func:`stretch_change` so that its ``percentile``-th percentile of |change| reaches black
+    or white, and titled with the factor used."""
+    picture, factor = stretch_change(np.asarray(fooled) - np.asarray(original), percentile)
     fig, axes = viz.panels(3, size=3.2)
     panels = [(original, f"original: {labels[0]}"), (fooled, f"changed: {labels[1]}"),
-              (np.clip(0.5 + magnify * change, 0, 1), f"change × {magnify:g}")]
+              (picture, f"change × {factor:.0f} (p{percentile:g} of |change| → full range)")]
     for ax, (picture, title) in zip(axes, panels):
         ax.imshow(picture)
         ax.set_title(title, fontsize=9)
@@ -393,7 +404,9 @@ FIGURES = [
     Figure("fooling_image", "An adversarial example (Szegedy et al. 2014, who searched with "
            "box-constrained L-BFGS; here, the lecture's recipe of repeated gradient steps): "
            "chelsea after normalised gradient steps on the goldfish logit (L2 length 0.25 "
-           "each), stopped as soon as the network says goldfish, and the change × 10. The "
+           "each), stopped as soon as the network says goldfish, and the change, stretched "
+           "symmetrically around grey so that the 99th percentile of |change| reaches black or "
+           "white (the factor is in its title). The "
            "file keeps the lecture's title; Nguyen, Yosinski & Clune (2015) use \"fooling "
            "images\" for unrecognisable images that a network classifies confidently.",
            "Fooling images / adversarial examples: a photo changed slightly until the network "
