@@ -23,6 +23,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.patches import Rectangle
 
 from . import images, methods, metrics, models, relu_rules, shapes, units, viz
@@ -45,11 +46,24 @@ def draw_filter_grids(filters: dict[str, torch.Tensor], ncols: int = 8,
     return fig
 
 
-def draw_box(ax, box, colour="white") -> None:
-    """Outline a box (x0, y0, x1, y1) of pixel indices, inclusive."""
+def draw_box(ax, box, colour="white", linewidth: float = 2.0) -> None:
+    """Outline a box (x0, y0, x1, y1) of pixel indices, inclusive, on an image drawn by
+    ``imshow``. The line runs inside the box's edge, inset by half its width (converted from
+    points to pixels of the image), so a box that coincides with the image's border is drawn
+    inside the image instead of half outside the axes; a thin black rim keeps it visible on
+    bright regions."""
     x0, y0, x1, y1 = [float(v) for v in box]
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False,
-                           edgecolor=colour, linewidth=2))
+    fig = ax.figure
+    x_lo, x_hi = ax.get_xlim()
+    ax.apply_aspect()                                               # the box as drawn
+    width_pt = ax.get_position().width * fig.get_figwidth() * 72
+    half = (linewidth / 2 + 0.5) * abs(x_hi - x_lo) / width_pt     # half the stroke, in pixels
+    left, top = x0 - 0.5 + half, y0 - 0.5 + half
+    w, h = max(x1 - x0 + 1 - 2 * half, 0.0), max(y1 - y0 + 1 - 2 * half, 0.0)
+    ax.add_patch(Rectangle((left, top), w, h, fill=False, edgecolor=colour, linewidth=linewidth,
+                           path_effects=[patheffects.Stroke(linewidth=linewidth + 1,
+                                                            foreground="black"),
+                                         patheffects.Normal()]))
 
 
 def draw_maps(pictures, maps, titles, ncols: int | None = None, clip_percentile: float = 100.0,
