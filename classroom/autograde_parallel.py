@@ -30,6 +30,7 @@ and named in the report at the end. A whole job that runs past every notebook's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ from tqdm.auto import tqdm
 
 from contained_execute import CONTAINED      # beside this file, in the course folder
 JOB_SLACK_S = 300.0           # a job's limit: every notebook's limit together, plus this
+RUNNING: set[subprocess.Popen] = set()      # this process's nbgrader jobs, killed on Ctrl+C
 
 
 @dataclass
@@ -90,16 +92,20 @@ def grade_one(job: Job, gradebook: bytes) -> Outcome:
         limit = job.notebooks * job.notebook_timeout + JOB_SLACK_S if job.notebook_timeout > 0 \
             else None
         start = time.monotonic()
+        # Its own session, so that a kill reaches nbgrader and its kernel together.
         process = subprocess.Popen(command, cwd=job.course, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        RUNNING.add(process)
         try:
             log, _ = process.communicate(timeout=limit)
             returncode = process.returncode
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)        # nbgrader and its kernel together
+            os.killpg(process.pid, signal.SIGKILL)
             log, _ = process.communicate()
             log += f"\nkilled: the job ran past its limit of {limit:g} s\n"
             returncode = None
+        finally:
+            RUNNING.discard(process)
         contained = [json.loads(line.split(f"{CONTAINED} ", 1)[1])
                      for line in log.splitlines() if f"{CONTAINED} {{" in line]
         return Outcome(job.student, returncode, time.monotonic() - start, log,
@@ -246,14 +252,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     with tqdm(total=len(jobs), unit="submission", desc=f"autograde {args.assignment}") as bar:
         bar.set_postfix(failures=0)
-        for outcome in _run(jobs, before, args):
-            (logs / f"{outcome.student}.log").write_text(outcome.log, encoding="utf-8")
-            if outcome.gradebook:
-                merge(db, outcome.gradebook, args.assignment, outcome.student)
-            outcomes.append(outcome)
-            failures += bool(outcome.failed or outcome.contained)
-            bar.set_postfix(failures=failures)
-            bar.update(1)
+        try:
+            for outcome in _run(jobs, before, args):
+                (logs / f"{outcome.student}.log").write_text(outcome.log, encoding="utf-8")
+                if outcome.gradebook:
+                    merge(db, outcome.gradebook, args.assignment, outcome.student)
+                outcomes.append(outcome)
+                failures += bool(outcome.failed or outcome.contained)
+                bar.set_postfix(failures=failures)
+                bar.update(1)
+        except KeyboardInterrupt:
+            _kill_running()
+            print(f"\ninterrupted: {len(outcomes)} of {len(jobs)} submissions graded and in "
+                  f"the gradebook; run the command again to grade the rest")
+            return 130
     wall = time.monotonic() - start
     print(f"autograded {len(outcomes)} submissions of {args.assignment} in {wall:.0f} s "
           f"with {args.workers} worker(s){' on Dask' if args.dask else ''}; logs in {logs}")
@@ -263,13 +275,27 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(o.failed for o in outcomes) else 0
 
 
+def _kill_running() -> None:
+    """Kill every nbgrader job this process started (and its kernel): none is left running on
+    its own."""
+    for process in list(RUNNING):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def _run(jobs: list[Job], gradebook: bytes, args):
     """Each job's Outcome as it completes: threads that each wait on one nbgrader process, or
     Dask."""
     if not args.dask:
-        with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=args.workers)
+        try:
             for future in as_completed([pool.submit(grade_one, job, gradebook) for job in jobs]):
                 yield future.result()
+        except BaseException:                   # Ctrl+C: stop the queue and what runs now
+            pool.shutdown(wait=False, cancel_futures=True)
+            _kill_running()
+            raise
+        pool.shutdown()
         return
     try:
         import cloudpickle
