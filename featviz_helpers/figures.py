@@ -500,8 +500,32 @@ def make_all(out: Path, only: list[str] | None = None, progress: bool = True) ->
             if note:
                 entry["note"] = note
             manifest["figures"].append({**entry, "files": _save(fig, out, figure.name)})
+    manifest = _merge_manifest(out, manifest, {f.name for f in chosen})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                        encoding="utf-8")
+    return manifest
+
+
+def _merge_manifest(out: Path, manifest: dict, remade: set[str]) -> dict:
+    """``manifest`` (the figures just made) plus the entries of ``out``'s existing manifest for
+    figures not remade now: those made before whose files are all still there, and those
+    skipped before. Entries are in :data:`FIGURES`' order."""
+    path = out / "manifest.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return manifest
+    if not isinstance(old, dict):
+        return manifest
+    kept = {"figures": [e for e in old.get("figures", []) if isinstance(e, dict)
+                        and e.get("name") not in remade
+                        and all((out / name).is_file() for name in e.get("files", []))],
+            "skipped": [e for e in old.get("skipped", []) if isinstance(e, dict)
+                        and e.get("name") not in remade]}
+    order = {f.name: i for i, f in enumerate(FIGURES)}
+    for key in ("figures", "skipped"):
+        merged = kept[key] + manifest[key]
+        manifest[key] = sorted(merged, key=lambda e: order.get(e.get("name"), len(order)))
     return manifest
 
 
@@ -519,9 +543,12 @@ def main(argv: list[str] | None = None) -> int:
         manifest = make_all(args.out, args.only)
     except ValueError as e:
         parser.error(str(e))
-    print(f"{len(manifest['figures'])} figures written to {args.out}/ "
-          f"(manifest.json lists them); {len(manifest['skipped'])} skipped:")
-    for entry in manifest["skipped"]:
+    asked = set(args.only or [f.name for f in FIGURES])
+    made = [e for e in manifest["figures"] if e["name"] in asked]
+    skipped = [e for e in manifest["skipped"] if e["name"] in asked]
+    print(f"{len(made)} figures written to {args.out}/ "
+          f"(manifest.json lists them); {len(skipped)} skipped:")
+    for entry in skipped:
         print(f"  {entry['name']}: {entry['reason']}")
     return 0
 

@@ -80,3 +80,19 @@ def test_unknown_figure_name_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "featviz_helpers.figures", "--out",
                            str(tmp_path), "--only", "salency_maps"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown figure(s) ['salency_maps']" in done.stderr
+
+
+def test_only_merges_into_an_existing_manifest(tmp_path):
+    """--only into a folder keeps the manifest's entries for the figures not remade (while their
+    files are there) and replaces the remade ones."""
+    read = lambda: json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
+    figures.make_all(tmp_path, ["relu_backward_example", "vit_rollout"], progress=False)
+    first = {e["name"]: e for e in read()["figures"]}
+    figures.make_all(tmp_path, ["relu_backward_example"], progress=False)
+    second = read()
+    assert [e["name"] for e in second["figures"]] == ["relu_backward_example", "vit_rollout"]
+    assert second["figures"][1] == first["vit_rollout"] and not second["skipped"]
+    assert len([e for e in second["figures"] if e["name"] == "relu_backward_example"]) == 1
+    (tmp_path / "vit_rollout.png").unlink()                 # a figure whose file is gone
+    figures.make_all(tmp_path, ["relu_backward_example"], progress=False)
+    assert [e["name"] for e in read()["figures"]] == ["relu_backward_example"]
