@@ -431,7 +431,12 @@ FIGURES = [
            "Intermediate features via (guided) backprop: ReLU forward and backward tables",
            "none", "03 §1", make_relu_example, draw_relu_example),
     Figure("relu_rules", "Input gradients of the top-1 class by the standard, deconvnet and "
-           "guided rules (signed RGB, grey = 0).",
+           "guided rules (signed RGB, grey = 0). The deconvnet column looks the same for every "
+           "photo: this network has no max-pooling, and deconvnet's ReLU rule g·1[g>0] looks "
+           "only at the sign of the upstream gradient, so its backward pass never reads the "
+           "forward input. Its map depends on the class alone (for one class it is the same "
+           "for any image, up to float round-off), and these three classes' maps are nearly "
+           "alike (correlation 0.999).",
            "Intermediate features via guided backprop (Springenberg et al. 2015)",
            "efficientnet_lite0", "03 §3", make_relu_rules, draw_gradients),
     Figure("neuron_patches", "What one intermediate neuron looks for: a picture optimised "

@@ -96,3 +96,21 @@ def test_only_merges_into_an_existing_manifest(tmp_path):
     (tmp_path / "vit_rollout.png").unlink()                 # a figure whose file is gone
     figures.make_all(tmp_path, ["relu_backward_example"], progress=False)
     assert [e["name"] for e in read()["figures"]] == ["relu_backward_example"]
+
+
+def test_deconvnet_map_does_not_depend_on_the_image():
+    """relu_rules' caption: Lite0 has no max-pooling and the deconvnet rule reads only the sign
+    of the upstream gradient, so for one class its input gradient is the same for any image."""
+    from featviz_helpers import images, methods
+    lite0 = models.load_model("efficientnet_lite0")
+    assert not any(isinstance(m, torch.nn.MaxPool2d) for m in lite0.modules())
+    x = images.preprocess([images.load_image("chelsea"), images.load_image("camera")], lite0)
+    torch.manual_seed(0)
+    x = torch.cat([x, torch.randn(1, *x.shape[1:])])
+    maps = methods.input_gradient(lite0, x, torch.tensor([282, 282, 282]), rule="deconvnet")
+    scale = maps.abs().max()
+    assert scale > 0
+    for other in maps[1:]:
+        assert ((other - maps[0]).abs().max() / scale) < 1e-4
+    standard = methods.input_gradient(lite0, x[:2], torch.tensor([282, 282]))
+    assert ((standard[1] - standard[0]).abs().max() / standard.abs().max()) > 0.1
