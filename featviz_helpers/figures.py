@@ -380,8 +380,9 @@ def make_class_visualisations(ctx):
     model = ctx.lite0
     classes = [model.class_names.index(name) for name in CLASS_VISUALISATION_CLASSES]
     dreams = methods.class_visualisation(model, classes, size=128, steps=60)
+    # 3.3 in per panel: the width of the other three-column figures (saliency_maps, cam)
     return draw_class_visualisations(images.deprocess(dreams, model),
-                                     list(CLASS_VISUALISATION_CLASSES))
+                                     list(CLASS_VISUALISATION_CLASSES), size=3.3)
 
 
 def make_fooling(ctx):
