@@ -114,3 +114,21 @@ def test_deconvnet_map_does_not_depend_on_the_image():
         assert ((other - maps[0]).abs().max() / scale) < 1e-4
     standard = methods.input_gradient(lite0, x[:2], torch.tensor([282, 282]))
     assert ((standard[1] - standard[0]).abs().max() / standard.abs().max()) > 0.1
+
+
+def test_a_box_on_the_image_border_is_drawn_inside_the_image():
+    """draw_box insets the outline by half its stroke, so a whole-image box (as CAM gives when
+    the thresholded map touches every border) stays inside the axes instead of half outside."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(3.3, 3.3))
+    ax.imshow(np.zeros((224, 224, 3)))
+    figures.draw_box(ax, (0, 0, 223, 223))
+    (patch,) = ax.patches
+    x, y = patch.get_xy()
+    assert -0.5 < x and -0.5 < y
+    assert x + patch.get_width() < 223.5 and y + patch.get_height() < 223.5
+    assert patch.get_width() > 200
+    plt.close(fig)
