@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -48,7 +49,8 @@ from tqdm.auto import tqdm
 
 from contained_execute import CONTAINED      # beside this file, in the course folder
 JOB_SLACK_S = 300.0           # a job's limit: every notebook's limit together, plus this
-RUNNING: set[subprocess.Popen] = set()      # this process's nbgrader jobs, killed on Ctrl+C
+# This process's nbgrader jobs → the folder each writes; on Ctrl+C both go (a rerun grades them).
+RUNNING: dict[subprocess.Popen, Path] = {}
 
 
 @dataclass
@@ -95,7 +97,7 @@ def grade_one(job: Job, gradebook: bytes) -> Outcome:
         # Its own session, so that a kill reaches nbgrader and its kernel together.
         process = subprocess.Popen(command, cwd=job.course, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        RUNNING.add(process)
+        RUNNING[process] = Path(job.course) / "autograded" / job.student / job.assignment
         try:
             log, _ = process.communicate(timeout=limit)
             returncode = process.returncode
@@ -105,7 +107,7 @@ def grade_one(job: Job, gradebook: bytes) -> Outcome:
             log += f"\nkilled: the job ran past its limit of {limit:g} s\n"
             returncode = None
         finally:
-            RUNNING.discard(process)
+            RUNNING.pop(process, None)
         contained = [json.loads(line.split(f"{CONTAINED} ", 1)[1])
                      for line in log.splitlines() if f"{CONTAINED} {{" in line]
         return Outcome(job.student, returncode, time.monotonic() - start, log,
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="threads per grading kernel (default: CPUs / workers, at least 1)")
     args = parser.parse_args(argv)
 
+    # `kill` (SIGTERM) stops the run like Ctrl+C: no job is left running on its own.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     course = Path.cwd()
     db = course / "gradebook.db"
     if not (course / "nbgrader_config.py").is_file() or not db.is_file():
@@ -277,10 +281,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _kill_running() -> None:
     """Kill every nbgrader job this process started (and its kernel): none is left running on
-    its own."""
-    for process in list(RUNNING):
+    its own. Their half-written autograded folders go too, or a rerun would skip them as done."""
+    for process, folder in list(RUNNING.items()):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(jobs: list[Job], gradebook: bytes, args):

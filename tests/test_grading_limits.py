@@ -5,12 +5,18 @@ they completed, named in the parallel command's report, and leave the others' gr
 One small course (notebook 01 only, to keep it short), graded by the README's parallel command
 with 2 workers and a short notebook limit. Every misbehaving student writes the first exercise
 correctly and misbehaves in the second, so "scored for what it completed" is visible: full
-marks on the first exercise, none on the second.
+marks on the first exercise, none on the second. And a run interrupted with Ctrl+C leaves no
+job running and nothing half-graded: running it again grades everyone.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +114,30 @@ def test_a_stopped_notebook_marks_every_later_cell_not_run(graded):
                              for o in c.get("outputs", [])))
     for cell in code[first_stop + 1:]:
         assert [o["ename"] for o in cell["outputs"] if o["output_type"] == "error"] == ["NotRun"]
+
+
+def test_interrupting_the_run_leaves_no_job_behind_and_a_rerun_grades_the_rest(tmp_path):
+    course = new_course(tmp_path, [NOTEBOOK])
+    nbgrader(course, "generate_assignment", ASSIGNMENT)
+    released = course / "release" / ASSIGNMENT / NOTEBOOK.name
+    right = solution_cells(NOTEBOOK)
+    for student in ("loops-a", "loops-b"):
+        hand_in(course, student, NOTEBOOK.name, with_solutions(
+            released, NOTEBOOK, {SECOND: MISBEHAVIOUR["loops-forever"] + right[SECOND]}))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    run = subprocess.Popen([sys.executable, "autograde_parallel.py", ASSIGNMENT, "--workers", "2"],
+                           cwd=course, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    deadline = time.monotonic() + 120
+    while not list((course / "autograded").glob(f"*/{ASSIGNMENT}/{NOTEBOOK.name}")):
+        assert time.monotonic() < deadline and run.poll() is None, "no job started"
+        time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 130 and "interrupted: 0 of 2 submissions graded" in output, output
+    left = subprocess.run(["pgrep", "-f", f"autograde {ASSIGNMENT} --student=loops-"],
+                          capture_output=True, text=True).stdout
+    assert not left, f"jobs left running: {left}"
+    assert not list((course / "autograded").glob(f"*/{ASSIGNMENT}"))
+    status, output = autograde_parallel(course, "--workers", "2", "--notebook-timeout=20")
+    assert status == 0 and "autograded 2 submissions" in output, output
