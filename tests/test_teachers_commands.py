@@ -87,7 +87,9 @@ def test_readme_states_the_lms_route_and_the_exchange():
     section = teachers_section()
     for text in ("downloaded/featviz/archive/", "nbgrader zip_collect featviz",
                  "<student id>_<anything>_<notebook>.ipynb", "submitted/<student id>/featviz/",
-                 "/usr/local/share/nbgrader/exchange", "c.Exchange.root"):
+                 "/usr/local/share/nbgrader/exchange", "c.Exchange.root",
+                 "python autograde_parallel.py featviz --workers", "--dask tcp://",
+                 "--notebook-timeout", "--memory-limit", "misbehaved:"):
         assert text in section, text
     assert "/srv/nbgrader/exchange`" not in section.replace("c.Exchange.root", "")
 
