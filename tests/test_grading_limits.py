@@ -141,3 +141,14 @@ def test_interrupting_the_run_leaves_no_job_behind_and_a_rerun_grades_the_rest(t
     assert not list((course / "autograded").glob(f"*/{ASSIGNMENT}"))
     status, output = autograde_parallel(course, "--workers", "2", "--notebook-timeout=20")
     assert status == 0 and "autograded 2 submissions" in output, output
+
+
+def test_the_readme_shows_the_report_as_the_command_prints_it(graded):
+    """The README's example report (graded by hand with --notebook-timeout 60) is, line for line,
+    what this run printed (with its own limit)."""
+    _, _, output = graded
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("4 submission(s) misbehaved:\n", 1)[1].split("```", 1)[0]
+    printed = output.split("misbehaved:\n", 1)[1]
+    for line in example.strip().splitlines():
+        assert line.replace("limit of 60 s", f"limit of {NOTEBOOK_TIMEOUT} s") in printed, line
