@@ -241,18 +241,60 @@ def insertion_auc(model, x, maps, target, steps: int = 20, baseline="blur") -> t
     return auc(insertion_curve(model, x, maps, target, steps, baseline))
 
 
-def faithfulness_scores(model, x, maps_by_name: dict, target, steps: int = 20):
+def faithfulness_scores(model, x, maps_by_name: dict, target, steps: int = 20,
+                        batch_size: int | None = None):
     """Deletion and insertion (default baselines) for each named set of maps of the same images.
 
     Returns ``(scores, curves)``: ``scores`` is {name: {"deletion AUC": (B,), "insertion AUC":
     (B,)}}, per image, ready for :func:`format_table` and :func:`top_tier`; ``curves`` is
     {name: {"deletion": (steps+1,), "insertion": (steps+1,)}}, the mean curves, for plotting.
     Notebook 05 §11.
+
+    The same curves as :func:`deletion_curve` and :func:`insertion_curve` per method, computed
+    together: the two ends of each curve (nothing and everything replaced) do not depend on
+    the map, so they go through the model once for all methods, and the masked copies of all
+    methods share forward passes of about ``batch_size`` images (default: 256 images of 64×64
+    pixels' worth, at least one step of the batch).
     """
+    if not maps_by_name:
+        return {}, {}
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a preprocessed batch (B,C,H,W) of at least one image; got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps is the number of equal slices of pixels to delete or insert, "
+                         f"a positive int (default 20); got {steps!r}.")
+    B, _, H, W = x.shape
+    if batch_size is None:
+        batch_size = max(B, 256 * 64 * 64 // (H * W))
+    with preserved_state(model), torch.no_grad():
+        t = as_targets(target, B, logits_of(model, x[:1]).shape[1]).to(x.device)
+        inner = []                      # per method: (steps-1, B, H, W), the chosen pixels
+        for name, maps in maps_by_name.items():
+            maps = upsample(maps, (H, W))
+            if maps.shape[0] != B:
+                raise ValueError(f"{maps.shape[0]} maps for {B} images ({name!r}): pass one map "
+                                 "per image of x.")
+            order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+            chosen = torch.zeros(steps - 1, B, H * W, dtype=torch.bool, device=order.device)
+            for k in range(1, steps):
+                chosen[k - 1].scatter_(1, order[:, :round(k * H * W / steps)], True)
+            inner.append(chosen.view(steps - 1, B, H, W))
+        inner = torch.cat(inner)                                  # (M·(steps-1), B, H, W)
+        ends = torch.tensor([False, True], device=x.device).view(2, 1, 1, 1).expand(2, B, H, W)
+        curves_of = {}
+        for curve, fill in (("deletion", _baseline(x, "zeros")), ("insertion", _baseline(x, "blur"))):
+            replaced = ~inner if curve == "insertion" else inner
+            p_inner = (masked_probabilities(model, x, replaced, t, fill, batch_size=batch_size)
+                       if steps > 1 else torch.zeros(0, B, device=x.device))
+            p_x, p_fill = masked_probabilities(model, x, ends, t, fill, batch_size=batch_size)
+            first, last = (p_fill, p_x) if curve == "insertion" else (p_x, p_fill)
+            curves_of[curve] = [torch.cat([first[None], block, last[None]]).T    # (B, steps+1)
+                                for block in (p_inner.split(steps - 1) if steps > 1
+                                              else [p_inner] * len(maps_by_name))]
     scores, curves = {}, {}
-    for name, maps in maps_by_name.items():
-        deletion = deletion_curve(model, x, maps, target, steps)
-        insertion = insertion_curve(model, x, maps, target, steps)
+    for n, name in enumerate(maps_by_name):
+        deletion, insertion = curves_of["deletion"][n], curves_of["insertion"][n]
         scores[name] = {"deletion AUC": auc(deletion), "insertion AUC": auc(insertion)}
         curves[name] = {"deletion": deletion.mean(0), "insertion": insertion.mean(0)}
     return scores, curves
