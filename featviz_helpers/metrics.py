@@ -176,27 +176,38 @@ def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
     return baseline_like(x, baseline)
 
 
-@torch.no_grad()
-def _probability_curve(model, x, maps, target, steps, baseline, insert):
+def _check_batch_and_steps(x, steps) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"x must be a preprocessed batch (B,C,H,W) of at least one image; got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}.")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps is the number of equal slices of pixels to delete or insert, "
                          f"a positive int (default 20); got {steps!r}.")
+
+
+def _most_important_first(maps, x, steps: int, ks, name: str = "") -> torch.Tensor:
+    """(len(ks), B, H, W) masks: for each k of ``ks``, the top k/steps of each map's pixels."""
     B, _, H, W = x.shape
     maps = upsample(maps, (H, W))
     if maps.shape[0] != B:
-        raise ValueError(f"{maps.shape[0]} maps for {B} images: pass one map per image of x.")
+        raise ValueError(f"{maps.shape[0]} maps for {B} images{f' ({name!r})' if name else ''}: "
+                         "pass one map per image of x.")
+    # A stable sort takes pixels the map ties (an occlusion map is flat over each window) in
+    # raster order, so the curve does not depend on the sort kernel.
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    chosen = torch.zeros(len(ks), B, H * W, dtype=torch.bool, device=order.device)
+    for i, k in enumerate(ks):
+        chosen[i].scatter_(1, order[:, :round(k * H * W / steps)], True)
+    return chosen.view(len(ks), B, H, W)
+
+
+@torch.no_grad()
+def _probability_curve(model, x, maps, target, steps, baseline, insert):
+    _check_batch_and_steps(x, steps)
+    B = x.shape[0]
+    chosen = _most_important_first(maps, x, steps, range(steps + 1))
     t = as_targets(target, B, logits_of(model, x[:1]).shape[1]).to(x.device)    # refused before any work
     start = _baseline(x, baseline)
-    # Most important first; a stable sort takes pixels the map ties (an occlusion map is flat
-    # over each window) in raster order, so the curve does not depend on the sort kernel.
-    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
-    chosen = torch.zeros(steps + 1, B, H * W, dtype=torch.bool, device=order.device)
-    for k in range(steps + 1):
-        chosen[k].scatter_(1, order[:, :round(k * H * W / steps)], True)
-    chosen = chosen.view(steps + 1, B, H, W)
     # Deletion: the chosen pixels become baseline. Insertion: only they come from x, so the
     # others are replaced by the baseline. One forward pass of the B images per step.
     replaced = ~chosen if insert else chosen
@@ -258,29 +269,15 @@ def faithfulness_scores(model, x, maps_by_name: dict, target, steps: int = 20,
     """
     if not maps_by_name:
         return {}, {}
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] == 0:
-        raise ValueError(f"x must be a preprocessed batch (B,C,H,W) of at least one image; got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}.")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps is the number of equal slices of pixels to delete or insert, "
-                         f"a positive int (default 20); got {steps!r}.")
+    _check_batch_and_steps(x, steps)
     B, _, H, W = x.shape
     if batch_size is None:      # on a 2-core CPU, larger batches were slower (64 and 224 px)
         batch_size = B
     with preserved_state(model), torch.no_grad():
         t = as_targets(target, B, logits_of(model, x[:1]).shape[1]).to(x.device)
-        inner = []                      # per method: (steps-1, B, H, W), the chosen pixels
-        for name, maps in maps_by_name.items():
-            maps = upsample(maps, (H, W))
-            if maps.shape[0] != B:
-                raise ValueError(f"{maps.shape[0]} maps for {B} images ({name!r}): pass one map "
-                                 "per image of x.")
-            order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
-            chosen = torch.zeros(steps - 1, B, H * W, dtype=torch.bool, device=order.device)
-            for k in range(1, steps):
-                chosen[k - 1].scatter_(1, order[:, :round(k * H * W / steps)], True)
-            inner.append(chosen.view(steps - 1, B, H, W))
-        inner = torch.cat(inner)                                  # (M·(steps-1), B, H, W)
+        # per method: (steps-1, B, H, W), the pixels chosen between the two ends
+        inner = torch.cat([_most_important_first(maps, x, steps, range(1, steps), name)
+                           for name, maps in maps_by_name.items()])    # (M·(steps-1), B, H, W)
         ends = torch.tensor([False, True], device=x.device).view(2, 1, 1, 1).expand(2, B, H, W)
         curves_of = {}
         for curve, fill in (("deletion", _baseline(x, "zeros")), ("insertion", _baseline(x, "blur"))):

@@ -121,6 +121,26 @@ def test_localisation_table_and_text(world):
     assert "oracle" in text and "1.000" in text and "box IoU" in text.splitlines()[0]
 
 
+@pytest.mark.parametrize("steps", [1, 5])
+def test_faithfulness_scores_are_the_single_curves_computed_together(steps):
+    """All methods at once (the curve ends shared) gives exactly each method's own curves."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                          nn.Flatten(), nn.Linear(16, 5)).eval()
+    x = torch.randn(3, 3, 12, 12)
+    target = torch.tensor([0, 3, 1])
+    maps = {"a": torch.rand(3, 6, 6), "b": torch.rand(3, 12, 12), "flat": torch.ones(3, 4, 4)}
+    scores, curves = metrics.faithfulness_scores(model, x, maps, target, steps=steps)
+    for name, m in maps.items():
+        deletion = metrics.deletion_curve(model, x, m, target, steps)
+        insertion = metrics.insertion_curve(model, x, m, target, steps)
+        assert torch.equal(curves[name]["deletion"], deletion.mean(0)), name
+        assert torch.equal(curves[name]["insertion"], insertion.mean(0)), name
+        assert torch.equal(scores[name]["deletion AUC"], metrics.auc(deletion)), name
+    with pytest.raises(ValueError, match=r"2 maps for 3 images \('short'\)"):
+        metrics.faithfulness_scores(model, x, {"short": torch.rand(2, 6, 6)}, target)
+
+
 def test_insertion_starts_from_a_blurred_copy_by_default():
     x = torch.zeros(1, 3, 16, 16)
     x[:, :, :, 8:] = 2.0                                # a sharp edge
