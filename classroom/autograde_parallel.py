@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="threads per grading kernel (default: CPUs / workers, at least 1)")
     args = parser.parse_args(argv)
 
-    # `kill` (SIGTERM) stops the run like Ctrl+C: no job is left running on its own.
+    # Ctrl+C (SIGINT, even where a background shell set it to be ignored) and `kill` (SIGTERM)
+    # stop the run the same way: no job is left running on its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     course = Path.cwd()
     db = course / "gradebook.db"
