@@ -111,29 +111,17 @@ def solution(name: str) -> None:
 
 # ------------------------------------------------------------------ the student version
 
-def _clear_solution(text: str, stub: str) -> str:
-    """nbgrader's ClearSolutions on one cell: each BEGIN..END SOLUTION region → the stub,
-    indented like its BEGIN line."""
+def _replace_regions(text: str, begin: str, end: str, stub: str = "") -> str:
+    """Each ``begin``..``end`` region of a cell (marker lines included) → ``stub``, indented like
+    its begin line (nothing, for an empty stub): nbgrader's ClearSolutions (BEGIN/END SOLUTION)
+    and ClearHiddenTests (BEGIN/END HIDDEN TESTS) on one cell."""
     out, inside = [], False
     for line in text.split("\n"):
-        if "BEGIN SOLUTION" in line:
+        if begin in line:
             indent = re.match(r"\s*", line).group(0)
-            out.extend(indent + s for s in stub.split("\n"))
+            out.extend(indent + s for s in stub.split("\n") if stub)
             inside = True
-        elif "END SOLUTION" in line:
-            inside = False
-        elif not inside:
-            out.append(line)
-    return "\n".join(out)
-
-
-def _clear_hidden_tests(text: str) -> str:
-    """nbgrader's ClearHiddenTests on one cell: each BEGIN..END HIDDEN TESTS region removed."""
-    out, inside = [], False
-    for line in text.split("\n"):
-        if "BEGIN HIDDEN TESTS" in line:
-            inside = True
-        elif "END HIDDEN TESTS" in line:
+        elif end in line:
             inside = False
         elif not inside:
             out.append(line)
@@ -159,9 +147,10 @@ def student_version(nb: dict) -> dict:
         meta, text = _nbgrader(cell), _source(cell)
         if meta.get("solution") or "BEGIN SOLUTION" in text:
             stub = CODE_STUB if cell["cell_type"] == "code" else TEXT_STUB
-            text = _clear_solution(text, stub) if "BEGIN SOLUTION" in text else stub
+            text = _replace_regions(text, "BEGIN SOLUTION", "END SOLUTION", stub) \
+                if "BEGIN SOLUTION" in text else stub
         if "BEGIN HIDDEN TESTS" in text:
-            text = _clear_hidden_tests(text)
+            text = _replace_regions(text, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
         cell["source"] = text.splitlines(True)
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None

@@ -16,20 +16,18 @@ from __future__ import annotations
 import html
 import json
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from notebook_cells import cells, source
-from test_classroom import nbgrader, with_solutions, wrong_submission
+from test_classroom import nbgrader, new_course, with_solutions, wrong_submission
 
 pytestmark = pytest.mark.classroom
 nbgrader_api = pytest.importorskip("nbgrader.api")
 
 ROOT = Path(__file__).resolve().parent.parent
-CLASSROOM = ROOT / "classroom"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 ASSIGNMENT = "featviz"
 GRADED = NOTEBOOKS[0]                      # 01: exercises, hidden tests, formulas and panels
@@ -48,16 +46,7 @@ def teachers_section() -> str:
 
 @pytest.fixture(scope="module")
 def lms_course(tmp_path_factory):
-    course = tmp_path_factory.mktemp("course")
-    for item in CLASSROOM.iterdir():              # the committed course, less its source link
-        if item.name in ("source", "__pycache__") or item.name.startswith("."):
-            continue
-        if item.is_dir():
-            shutil.copytree(item, course / item.name)
-        else:
-            shutil.copy(item, course)
-    (course / "source").mkdir()
-    (course / "source" / ASSIGNMENT).symlink_to(ROOT / "notebooks", target_is_directory=True)
+    course = new_course(tmp_path_factory.mktemp("course"))   # the committed course
 
     nbgrader(course, "generate_assignment", ASSIGNMENT)
     release = course / "release" / ASSIGNMENT
