@@ -10,9 +10,10 @@ fresh kernel by nbclient, twice:
   set and the cells tagged ``skip-when-grading`` (demonstrations whose results do not depend on
   the student's code) skipped.
 
-The kernel's CPU time (user + system, its children included) is read before and after each
-cell, so a cell's figure is what it cost the machine, whatever the thread count. The script
-prints each notebook's total for both runs, the grading run's slowest cells, and the sum: the
+The kernel's CPU time (user + system, its children included) and the wall clock are read before
+and after each cell: wall seconds are what a student waits, CPU seconds what the cell cost the
+machine whatever the thread count. The script prints each notebook's wall and CPU totals for
+both runs, each run's slowest cells (by wall time) and the grading sum: the
 CPU seconds one submission costs, beside the issue's budget of 120. With ``--nbgrader`` it also
 runs the real ``nbgrader autograde`` of one full-solution submission in a temporary course
 and prints the CPU seconds of nbgrader and its kernels together.
@@ -55,8 +56,8 @@ def kernel_cpu(process: psutil.Process) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run_notebook(path: Path, grading: bool) -> tuple[float, float, list[tuple[int, float, str]]]:
-    """(wall s, kernel CPU s, [(cell index, CPU s, first line)]) of one top-to-bottom run."""
+def run_notebook(path: Path, grading: bool) -> tuple[float, float, list[tuple[int, float, float, str]]]:
+    """(wall s, kernel CPU s, [(cell index, wall s, CPU s, first line)]) of one top-to-bottom run."""
     nb = nbformat.read(path, as_version=4)
     env = dict(os.environ)
     if grading:
@@ -73,10 +74,11 @@ def run_notebook(path: Path, grading: bool) -> tuple[float, float, list[tuple[in
         for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
-            before = kernel_cpu(kernel)
+            before, began = kernel_cpu(kernel), time.perf_counter()
             client.execute_cell(cell, index)
             line = next((s for s in cell.source.splitlines() if s.strip()), "")
-            per_cell.append((index, kernel_cpu(kernel) - before, line[:60]))
+            per_cell.append((index, time.perf_counter() - began, kernel_cpu(kernel) - before,
+                             line[:60]))
         total = kernel_cpu(kernel) - first
     return time.perf_counter() - start, total, per_cell
 
@@ -143,9 +145,9 @@ def main() -> None:
         print(row, flush=True)
     print(f"{'all (CPU s)':<28}" + "".join(f"{'':>18}{sums[m]:>18.1f}" for m in modes))
     for (name, mode), cells in slowest.items():
-        print(f"\n{name}, {mode}: slowest cells (CPU s)")
-        for index, cpu, line in cells:
-            print(f"  cell {index:>3}  {cpu:7.1f}  {line}")
+        print(f"\n{name}, {mode}: slowest cells    wall s   CPU s")
+        for index, wall, cpu, line in cells:
+            print(f"  cell {index:>3}  {wall:18.1f}  {cpu:6.1f}  {line}")
     if "grading" in sums:
         print(f"\nkernels of one graded submission: {sums['grading']:.0f} CPU s "
               f"(budget {BUDGET_CPU_S:.0f})")

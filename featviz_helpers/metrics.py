@@ -328,11 +328,18 @@ def completeness_error(model, x, target, attributions, baseline=None) -> torch.T
 # ---------------------------------------------------------------------- agreement
 
 def _ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..n of a 1-D tensor, ties sharing their average rank."""
-    values, inverse, counts = v.unique(sorted=True, return_inverse=True, return_counts=True)
-    last = counts.cumsum(0).double()
-    average = last - (counts.double() - 1) / 2
-    return average[inverse]
+    """Ranks 1..n along each row of (B,n), ties sharing their average rank: (B,n) float64.
+
+    One sort per row: the sorted values are split into runs of equal values, and each run's
+    members get the mean of the positions it spans."""
+    ordered, order = v.sort(dim=1)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    run = starts.cumsum(1) - 1                                   # each sorted value's run
+    ones = torch.ones(v.shape, dtype=torch.float64)
+    counts = torch.zeros(v.shape, dtype=torch.float64).scatter_add_(1, run, ones)
+    average = counts.cumsum(1) - (counts - 1) / 2                # mean position of each run
+    return torch.empty(v.shape, dtype=torch.float64).scatter_(1, order, average.gather(1, run))
 
 
 def spearman(a, b, absolute: bool = False) -> torch.Tensor:
@@ -348,13 +355,10 @@ def spearman(a, b, absolute: bool = False) -> torch.Tensor:
         raise ValueError(f"{a.shape[0]} maps vs {b.shape[0]} maps.")
     if absolute:
         a, b = a.abs(), b.abs()
-    out = []
-    for x, y in zip(a.flatten(1), b.flatten(1)):
-        rx, ry = _ranks(x), _ranks(y)
-        rx, ry = rx - rx.mean(), ry - ry.mean()
-        denom = (rx.norm() * ry.norm()).clamp_min(1e-30)
-        out.append((rx * ry).sum() / denom)
-    return torch.stack(out).float()
+    rx, ry = _ranks(a.flatten(1).cpu()), _ranks(b.flatten(1).cpu())
+    rx, ry = rx - rx.mean(1, keepdim=True), ry - ry.mean(1, keepdim=True)
+    denom = (rx.norm(dim=1) * ry.norm(dim=1)).clamp_min(1e-30)
+    return ((rx * ry).sum(1) / denom).float()
 
 
 # ---------------------------------------------------------------------- tables

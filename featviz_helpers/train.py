@@ -70,8 +70,9 @@ def accuracy(model, variant: str, n: int | None = None, seed: int = HELDOUT_SEED
     model.eval()
     images, labels, _ = shapes.generate(n, seed, variant)
     x = preprocess(images, model)
-    correct = sum((model(x[i:i + 500]).argmax(1) == labels[i:i + 500]).sum().item()
-                  for i in range(0, n, 500))
+    # 64 images a pass: on a 2-core CPU a pass of 500 took twice as long per image
+    correct = sum((model(chunk).argmax(1) == truth).sum().item()
+                  for chunk, truth in zip(x.split(64), labels.split(64)))
     model.train(was_training)
     return correct / n
 

@@ -84,6 +84,22 @@ def test_spearman():
     assert metrics.spearman(torch.rand(2, 4, 4), torch.rand(2, 16, 16)).shape == (2,)
 
 
+def test_spearman_equals_scipy_with_ties_in_every_row():
+    """The batched ranks (one sort per row) against SciPy's spearmanr, row by row, on maps
+    with many ties (ReLU zeros, rounded values) and on maps without."""
+    from scipy import stats
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 12, 12, generator=g)
+    cases = [(a, torch.randn(4, 12, 12, generator=g)),
+             (a.relu(), (a + torch.randn(4, 12, 12, generator=g)).relu()),
+             ((3 * a).round(), (3 * a + torch.randn(4, 12, 12, generator=g)).round())]
+    for x, y in cases:
+        ours = metrics.spearman(x, y)
+        theirs = [stats.spearmanr(u.flatten().numpy(), v.flatten().numpy()).statistic
+                  for u, v in zip(x, y)]
+        assert torch.allclose(ours, torch.tensor(theirs, dtype=torch.float32), atol=1e-6)
+
+
 class PixelCounter(nn.Module):
     """Logit of class 1 = sum of the left half's pixels; class 0 fixed at 0."""
 
