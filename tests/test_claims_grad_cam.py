@@ -15,15 +15,15 @@ def course_maps(cnn, x, t):
     """The maps notebook 05 §10 scores, with the same settings."""
     return {
         "saliency": methods.saliency(cnn, x, t),
-        "SmoothGrad": viz.channel_max(methods.smoothgrad(cnn, x, t, samples=8, batch_size=256)),
+        "SmoothGrad": viz.channel_max(methods.smoothgrad(cnn, x, t, samples=8)),
         "Integrated Gradients": viz.channel_max(
-            methods.integrated_gradients(cnn, x, t, steps=32, batch_size=256)),
+            methods.integrated_gradients(cnn, x, t, steps=32)),
         "guided backprop": viz.channel_max(methods.guided_backprop(cnn, x, t)),
         "CAM": methods.cam(cnn, x, t),
         "Grad-CAM stage5": methods.grad_cam(cnn, x, t, "stage5"),
         "Grad-CAM stage3": methods.grad_cam(cnn, x, t, "stage3"),
         "Guided Grad-CAM": viz.channel_max(methods.guided_grad_cam(cnn, x, t, "stage5")),
-        "occlusion": methods.occlusion(cnn, x, t, window=16, stride=12, batch_size=512),
+        "occlusion": methods.occlusion(cnn, x, t, window=16, stride=12),
     }
 
 

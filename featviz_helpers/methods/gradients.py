@@ -148,7 +148,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=Non
     to ``x`` is used as given. Completeness: Σ_i IG_i → S_c(x) − S_c(x') as m grows (error
     O(1/m), not monotone in m on a piecewise-linear network); Sundararajan et al. ask for it
     within 5 % before a map is used, so check it with :func:`metrics.completeness_error`:
-    32 steps at 224 px are not enough for Lite0 on notebook 02's photos.
+    32 steps are not enough for Lite0 on notebook 02's photos (112 px, §10).
     """
     refuse_if_blocked()
     steps = positive_int(steps, "steps (the number of points on the path)")
