@@ -10,8 +10,9 @@ from typing import Callable
 
 import torch
 
-from .cam import (cam, cam_from_features, grad_cam, grad_cam_weights, guided_grad_cam,
-                  layer_activations_and_gradients)
+from .cam import (ablation_cam, cam, cam_from_features, eigen_cam, grad_cam,
+                  grad_cam_plus_plus, grad_cam_weights, guided_grad_cam, hires_cam, layer_cam,
+                  layer_activations_and_gradients, score_cam, xgrad_cam)
 from .gradients import (guided_backprop, input_gradient, integrated_gradients,
                         neuron_guided_backprop, saliency, smoothgrad)
 from .optimised import (activation_maximisation, ascent_step, class_visualisation,
@@ -99,6 +100,20 @@ CATALOGUE: tuple[Method, ...] = (
            lambda m, x, t, layer: grad_cam(m, x, t, layer)),
     Method("Guided Grad-CAM", guided_grad_cam, "CAM", "gradient", "CNN", True,
            lambda m, x, t, layer: guided_grad_cam(m, x, t, layer)),
+    Method("Grad-CAM++", grad_cam_plus_plus, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: grad_cam_plus_plus(m, x, t, layer)),
+    Method("XGrad-CAM", xgrad_cam, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: xgrad_cam(m, x, t, layer)),
+    Method("HiResCAM", hires_cam, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: hires_cam(m, x, t, layer)),
+    Method("LayerCAM", layer_cam, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: layer_cam(m, x, t, layer)),
+    Method("Score-CAM", score_cam, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: score_cam(m, x, t, layer, batch_size=4)),
+    Method("Ablation-CAM", ablation_cam, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: ablation_cam(m, x, t, layer, batch_size=4)),
+    Method("EigenCAM", eigen_cam, "CAM", "map", "CNN", True,
+           lambda m, x, t, layer: eigen_cam(m, x, t, layer)),
     Method("attention", vit_attention, "ViT", "attention", "ViT", False,
            lambda m, x, t, layer: vit_attention(m, x)),
     Method("attention rollout", attention_rollout, "ViT", "attention", "ViT", False,

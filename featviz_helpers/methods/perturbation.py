@@ -41,13 +41,27 @@ def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor,
     """p(target | x with the masked pixels set to ``fill``) for every mask and image: (P, B).
 
     ``x`` (B,C,H,W) is the preprocessed batch; ``masks`` (P,H,W) are the same for every
-    image, (P,B,H,W) one per image (True = replaced); ``fill`` is a number or a tensor
+    image, (P,B,H,W) one per image: bool (True = replaced) or float in [0,1], the fraction
+    of each pixel replaced (x·(1 − m) + fill·m); ``fill`` is a number or a tensor
     broadcastable to ``x`` (the fill of each image: a blurred copy, say). The P·B masked
     copies go through the model in eval mode about ``batch_size`` images at a time, each
     image's softmax probability of its own target class read off. Notebook 05 §9
     (occlusion) and §11 (deletion and insertion) both use it.
     """
     refuse_if_blocked()
+    return _masked_scores(model, x, masks, target, fill, batch_size, probabilities=True)
+
+
+@torch.no_grad()
+def masked_logits(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target,
+                  fill=0.0, batch_size: int = 16) -> torch.Tensor:
+    """The target's logit for every mask and image, (P, B): :func:`masked_probabilities`
+    before the softmax (Score-CAM's channel scores, notebook 05 §12)."""
+    refuse_if_blocked()
+    return _masked_scores(model, x, masks, target, fill, batch_size, probabilities=False)
+
+
+def _masked_scores(model, x, masks, target, fill, batch_size, probabilities: bool):
     batch_size = positive_int(batch_size, "batch_size")
     B = x.shape[0]
     if masks.dim() == 3:
@@ -60,8 +74,11 @@ def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor,
         t = None
         chunks = []
         for chunk in masks.split(max(1, batch_size // B)):
-            hidden = torch.where(chunk[:, :, None].to(x.device), fill, x[None])  # (p,B,C,H,W)
-            q = logits_of(model, hidden.flatten(0, 1)).softmax(1).view(len(chunk), B, -1)
+            m = chunk[:, :, None].to(x.device)
+            hidden = (torch.where(m, fill, x[None]) if m.dtype == torch.bool
+                      else x[None] * (1 - m) + fill * m)                        # (p,B,C,H,W)
+            q = logits_of(model, hidden.flatten(0, 1))
+            q = (q.softmax(1) if probabilities else q).view(len(chunk), B, -1)
             if t is None:
                 t = as_targets(target, B, q.shape[2]).to(x.device)
             chunks.append(q.gather(2, t.view(1, B, 1).expand(len(chunk), B, 1))[..., 0])
