@@ -5,12 +5,15 @@ Floors: the least work a method could do, written in bare PyTorch.
   saliency, guided backprop, input gradient: one forward + a backward to the input only
                                              (no weight grads);
   CAM:                       one forward, no graph;
-  Grad-CAM, its activations and gradients: one forward + a backward that stops at the layer;
+  Grad-CAM, its activations and gradients, and the gradient variants (Grad-CAM++, XGrad-CAM,
+  HiResCAM, LayerCAM): one forward + a backward that stops at the layer;
+  EigenCAM:                  one forward, no graph (and an SVD per image);
   Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor;
   ViT attention, rollout:    one forward (no graph).
-SmoothGrad and Integrated Gradients are timed as multiples of one saliency call, occlusion as
-a multiple of one forward pass, beside the number of such passes each makes (a multiple near
-that number means nothing is added beyond the passes themselves).
+SmoothGrad and Integrated Gradients are timed as multiples of one saliency call; occlusion,
+Score-CAM and Ablation-CAM (one masked or ablated copy per channel of the layer) as multiples
+of one forward pass, beside the number of such passes each makes (a multiple near that number
+means nothing is added beyond the passes themselves).
 A ratio near 1.0 means the method adds no overhead of its own. Each method is timed
 alternately with its floor; the ratio is the median of the per-pair ratios. Thread count fixed.
 A catalogue method with no floor here is still timed: its latency, on the catalogue's cheap
@@ -78,6 +81,11 @@ def forward_backward_to_layer(model, x, target, layer):
         handle.remove()
 
 
+# Score-CAM and Ablation-CAM make one forward pass per channel: at _blocks.15's 320 channels a
+# batch of 8 takes minutes, so they are timed at a 40-channel block.
+SCORE_LAYER = "_blocks.4"
+
+
 def measured(model, x, target, layer, n):
     """{catalogue name: (call at the benchmark's settings, floor, what the floor is, passes)}
     for the CNN methods that have a floor."""
@@ -85,6 +93,9 @@ def measured(model, x, target, layer, n):
     to_layer = lambda: forward_backward_to_layer(model, x, target, layer)
     forward = lambda: forward_only(model, x)
     one_saliency = lambda: methods.saliency(model, x, target)
+    with hooks.capture(model, SCORE_LAYER) as cap, torch.no_grad():
+        model(x[:1])
+    channels = cap.activations[SCORE_LAYER].shape[1]     # Score-CAM's and Ablation-CAM's passes
     return {
         "input gradient": (lambda: methods.input_gradient(model, x, target), to_input,
                            "fwd + input bwd", 1),
@@ -105,6 +116,16 @@ def measured(model, x, target, layer, n):
                                  one_saliency, "one saliency", n),
         "occlusion": (lambda: methods.occlusion(model, x, target, window=56, stride=28),
                       forward, "one forward", 50),
+        **{name: (lambda fn=fn: fn(model, x, target, layer), to_layer, "fwd + bwd to layer", 1)
+           for name, fn in [("Grad-CAM++", methods.grad_cam_plus_plus),
+                            ("XGrad-CAM", methods.xgrad_cam), ("HiResCAM", methods.hires_cam),
+                            ("LayerCAM", methods.layer_cam)]},
+        "EigenCAM": (lambda: methods.eigen_cam(model, x, target, layer), forward,
+                     "one forward", 1),
+        "Score-CAM": (lambda: methods.score_cam(model, x, target, SCORE_LAYER), forward,
+                      "one forward", channels + 1),
+        "Ablation-CAM": (lambda: methods.ablation_cam(model, x, target, SCORE_LAYER), forward,
+                         "one forward", channels + 1),
     }
 
 
@@ -141,8 +162,9 @@ def main():
     layer, n = "_blocks.15", 8
     print(f"EfficientNet-Lite0, 224 px (ViT methods: shapes_vit, 64 px), {args.threads} threads, "
           f"median of {args.repeats}; torch {torch.__version__}")
-    print(f"Grad-CAM family at {layer}; SmoothGrad and IG with {n} passes; occlusion with a "
-          "56 px window, stride 28 (49 positions + 1 unoccluded); floors as in the docstring")
+    print(f"Grad-CAM family at {layer} (Score-CAM and Ablation-CAM at {SCORE_LAYER}); SmoothGrad "
+          f"and IG with {n} passes; occlusion with a 56 px window, stride 28 (49 positions + 1 "
+          "unoccluded); floors as in the docstring")
     print(f"{'batch':>5}  {'method':<32} {'time (ms)':>10} {'floor (ms)':>11} {'floor':<18} "
           f"{'ratio':>6} {'passes':>6}")
     for b in args.batches:
