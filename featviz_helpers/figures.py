@@ -337,6 +337,28 @@ def make_grad_cam(ctx):
     return draw_grad_cam_pair(pictures[0], [ctx.lite0.class_names[cat], "espresso"], *maps)
 
 
+CAM_FAMILY = {"Grad-CAM": methods.grad_cam, "Grad-CAM++": methods.grad_cam_plus_plus,
+              "XGrad-CAM": methods.xgrad_cam, "HiResCAM": methods.hires_cam,
+              "LayerCAM": methods.layer_cam, "Score-CAM": methods.score_cam,
+              "Ablation-CAM": methods.ablation_cam, "EigenCAM": methods.eigen_cam}
+
+
+def cam_family_maps(model, x, target, layer) -> tuple[list[torch.Tensor], list[str]]:
+    """Every CAM variant of :data:`CAM_FAMILY` for each image (B,3,H,W) at ``layer``: the maps
+    in rows of images, a column per variant, as :func:`draw_maps` takes them, and their
+    titles (notebook 05 §12 and the ``cam_family`` figure)."""
+    per_method = {name: fn(model, x, target, layer) for name, fn in CAM_FAMILY.items()}
+    maps = [per_method[name][b] for b in range(x.shape[0]) for name in CAM_FAMILY]
+    return maps, [name for _ in range(x.shape[0]) for name in CAM_FAMILY]
+
+
+def make_cam_family(ctx):
+    x, pictures = ctx.photos(["chelsea", "cat_and_coffee"])
+    maps, titles = cam_family_maps(ctx.lite0, x, ctx.top1(x), "_blocks.10")
+    return draw_maps([p for p in pictures for _ in CAM_FAMILY], maps, titles,
+                     ncols=len(CAM_FAMILY), size=2.2)
+
+
 def _shapes_vit_data(ctx):
     def build():
         vit = models.load_model("shapes_vit")
@@ -454,6 +476,13 @@ FIGURES = [
            "conv layer for the cat class and for espresso on the same photo.",
            "Grad-CAM: class-discriminative maps (cat vs dog), Guided Grad-CAM",
            "efficientnet_lite0", "05 §7", make_grad_cam, draw_grad_cam_pair),
+    Figure("cam_family", "The CAM family at Lite0's _blocks.10 (112 channels, 14×14) for each "
+           "photo's top-1 class: Grad-CAM, Grad-CAM++ (Chattopadhyay et al. 2018), XGrad-CAM "
+           "(Fu et al. 2020), HiResCAM (Draelos & Carin 2020), LayerCAM (Jiang et al. 2021), "
+           "Score-CAM (Wang et al. 2020), Ablation-CAM (Desai & Ramaswamy 2020) and EigenCAM "
+           "(Muhammad & Yeasin 2020, the same map for every class).",
+           "Grad-CAM and its variants (beyond the lecture)", "efficientnet_lite0", "05 §12",
+           make_cam_family, draw_maps),
     Figure("vit_attention_heads", "[CLS] attention to the patches, for every layer and head "
            "of the shapes ViT.", "ViT: attention maps of the [CLS] token", "shapes_vit",
            "06 §2", make_vit_heads, draw_attention_heads),

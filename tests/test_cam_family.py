@@ -119,6 +119,43 @@ def test_ablation_cam_weights_at_a_gap_linear_head(cnn, shapes_batch, head_terms
     assert close(methods.ablation_cam(cnn, x, t, "stage5"), expected, tol=1e-4)
 
 
+def test_ablation_cam_divides_by_the_size_of_a_negative_logit(cnn, shapes_batch, head_terms):
+    """For a class the model rejects (a negative logit) the paper's (y − y^k)/y would flip
+    every weight; dividing by |y| keeps 'the drop this channel accounts for'."""
+    x, _ = shapes_batch
+    with torch.no_grad():
+        logits = cnn(x)
+    rejected = logits.argmin(1)                                        # a negative logit each
+    assert (logits.gather(1, rejected[:, None]) < 0).all()
+    A, _ = methods.layer_activations_and_gradients(cnn, x, rejected, "stage5")
+    y = logits.gather(1, rejected[:, None])[:, 0]
+    weights = cnn.fc.weight[rejected].detach() * A.mean((2, 3)) / y.abs()[:, None]
+    expected = torch.einsum("bk,bkhw->bhw", weights, A).clamp_min(0)
+    assert close(methods.ablation_cam(cnn, x, rejected, "stage5"), expected, tol=1e-4)
+
+
+def test_ablation_cam_refuses_a_logit_too_close_to_zero():
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(2, 2))
+    with torch.no_grad():
+        net[4].weight.copy_(torch.tensor([[1.0, -1.0], [1.0, 1.0]]))
+        net[4].bias.copy_(torch.tensor([1e-40, 0.0]))
+        net[0].weight.copy_(net[0].weight[:1].expand(2, -1, -1, -1))   # two equal channels
+        net[0].bias.copy_(net[0].bias[:1].expand(2))
+    with pytest.raises(ValueError, match="too close"):
+        methods.ablation_cam(net.eval(), torch.randn(2, 3, 8, 8), 0, "1")
+
+
+def test_float_masks_are_fractions_in_zero_one(cnn, shapes_batch):
+    x, t = shapes_batch
+    soft = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(methods.masked_logits(cnn, x[:2], soft.double(), t[:2]),
+                       methods.masked_logits(cnn, x[:2], soft, t[:2]))       # cast to x's dtype
+    for bad, match in [(soft * 255, "outside"), ((soft * 255).to(torch.uint8), "divide by 255")]:
+        with pytest.raises(ValueError, match=match):
+            methods.masked_logits(cnn, x[:2], bad, t[:2])
+
+
 def test_score_cam_weighs_each_channel_by_its_masked_input(cnn, shapes_batch):
     """The masks are the upsampled, min–max normalised activations; each channel's weight is
     the softmax over channels of the target's logit on x ⊙ H_k (Wang et al. 2020, Algorithm

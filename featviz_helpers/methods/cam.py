@@ -137,10 +137,13 @@ def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target, layer) -> torc
 
     w_k = Σ_ij α_kij ReLU(g_kij) with g = ∂S_c/∂A and α_kij = g² / (2g² + Σ_ab A_kab · g³)
     (the paper's closed form for an exponential of the score, in first-order gradients);
-    α = 0 where the denominator is 0, i.e. where g = 0 (pytorch-grad-cam instead adds 10⁻⁶
-    to every denominator, which moves α wherever g² is that small). L = ReLU(Σ_k w_k A_k).
-    Where the gradient is the same c > 0 at every position, α is too, and
-    w_k = Z·c/(2 + c·Σ A_k): Grad-CAM's weight c rescaled per channel by how much it fires.
+    α = 0 where the denominator is 0 (pytorch-grad-cam instead adds 10⁻⁶ to every
+    denominator, which moves α wherever g² is that small). L = ReLU(Σ_k w_k A_k). Where the
+    gradient is the same c > 0 at every position, α is too, and w_k = Z·c/(2 + c·Σ A_k):
+    Grad-CAM's weight c rescaled per channel by how much it fires. The closed form assumes
+    non-negative activations (the paper's layer follows a ReLU): where A can be negative (a
+    BatchNorm output, a residual sum), 2 + g·ΣA can vanish for g > 0 and α explodes there,
+    so prefer a layer after a ReLU.
     """
     refuse_if_blocked()
     activations, gradients = _feature_maps(model, x, target, layer, "Grad-CAM++")
@@ -244,10 +247,13 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
     """Ablation-CAM (Desai & Ramaswamy 2020, eq. 2; notebook 05 §12): (B,3,H,W) → (B,h,w),
     after the ReLU. No gradients.
 
-    w_k = (y_c − y_c^k) / y_c, with y_c the target's logit and y_c^k the logit when channel k
-    of ``layer`` is set to 0 (the drop the channel accounts for, as a fraction of the score);
-    L = ReLU(Σ_k w_k A_k). Costs one forward pass per channel and image, ``batch_size``
-    ablated copies at a time. A logit of exactly 0 is refused (the fraction is undefined).
+    w_k = (y_c − y_c^k) / |y_c|, with y_c the target's logit and y_c^k the logit when channel
+    k of ``layer`` is set to 0: the drop the channel accounts for, as a fraction of the score.
+    The paper divides by y_c, which for a negative logit (a class the model rejects) flips
+    every weight and draws the evidence *against* the class; |y_c| only rescales each image's
+    map. L = ReLU(Σ_k w_k A_k). Costs one forward pass per channel and image, ``batch_size``
+    ablated copies at a time. A logit too close to 0 for the fraction to be finite is
+    refused.
     """
     refuse_if_blocked()
     batch_size = positive_int(batch_size, "batch_size")
@@ -255,9 +261,6 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
     x = checked_input(model, x, for_gradient=False)
     B, K = activations.shape[:2]
     score = logits.gather(1, t[:, None])[:, 0]                                  # (B,)
-    if not score.is_meta and (score == 0).any():        # (a meta tensor has no values)
-        raise ValueError("Ablation-CAM divides by the target's logit, which is exactly 0 for "
-                         "some image; pick another target class.")
     module = get_layer(model, layer)
     dropped = []
     with preserved_state(model), torch.no_grad():
@@ -277,7 +280,11 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
                 handle.remove()
             dropped.append(out.gather(1, t.repeat(len(channels))[:, None])[:, 0].view(-1, B))
     ablated = torch.cat(dropped)                                                 # (K,B)
-    weights = ((score[None] - ablated) / score[None]).T
+    weights = ((score[None] - ablated) / score[None].abs()).T
+    if not weights.is_meta and not torch.isfinite(weights).all():   # (meta tensors: no values)
+        raise ValueError("Ablation-CAM divides by the target's logit, which is 0 or too close "
+                         "to 0 for some image; pick another target class (or use Grad-CAM, "
+                         "which does not divide).")
     return cam_from_features(activations, weights).clamp_min(0)
 
 

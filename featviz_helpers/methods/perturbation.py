@@ -63,12 +63,21 @@ def masked_logits(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target
 
 def _masked_scores(model, x, masks, target, fill, batch_size, probabilities: bool):
     batch_size = positive_int(batch_size, "batch_size")
+    x = checked_input(model, x, for_gradient=False)
     B = x.shape[0]
     if masks.dim() == 3:
         masks = masks[:, None]
     if masks.dim() != 4 or masks.shape[1] not in (1, B) or masks.shape[-2:] != x.shape[-2:]:
         raise ValueError(f"masks must be (P,H,W) or (P,B,H,W) for images {tuple(x.shape)}; "
                          f"got {tuple(masks.shape)}.")
+    if masks.dtype != torch.bool:
+        if not masks.is_floating_point():
+            raise ValueError(f"masks must be bool (True = replaced) or float fractions in "
+                             f"[0,1]; got {masks.dtype} (for 0–255 masks divide by 255).")
+        if not masks.is_meta and not ((masks >= 0) & (masks <= 1)).all():
+            raise ValueError("float masks are the fraction of each pixel replaced, in [0,1]; "
+                             "these have values outside it (or NaN).")
+        masks = masks.to(x.dtype)
     fill = torch.as_tensor(fill, dtype=x.dtype, device=x.device)
     with preserved_state(model):
         t = None
