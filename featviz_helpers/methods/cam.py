@@ -82,6 +82,18 @@ def grad_cam_weights(gradients: torch.Tensor) -> torch.Tensor:
     return gradients.mean(dim=(2, 3))
 
 
+def _feature_maps(model: nn.Module, x: torch.Tensor, target, layer,
+                  method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv layer's activations A and gradients ∂S_c/∂A, both (B,K,h,w), or a ValueError
+    naming ``method`` for a layer that is not a (B,C,h,w) feature map."""
+    name = layer_name(model, layer)
+    activations, gradients = layer_activations_and_gradients(model, x, target, name)
+    if activations.dim() != 4:
+        raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; {method} needs a "
+                         "(B,C,h,w) feature map (for a ViT use vit_grad_cam).")
+    return activations, gradients
+
+
 @library_copy
 def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017; notebook 05 §1–§2) at ``layer``: (B,3,H,W) → (B,h,w),
@@ -92,11 +104,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     :func:`cam_from_features`. One forward, and a backward that stops at ``layer``.
     """
     refuse_if_blocked()
-    name = layer_name(model, layer)
-    activations, gradients = layer_activations_and_gradients(model, x, target, name)
-    if activations.dim() != 4:
-        raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; Grad-CAM needs a "
-                         "(B,C,h,w) feature map (for a ViT use vit_grad_cam).")
+    activations, gradients = _feature_maps(model, x, target, layer, "Grad-CAM")
     return cam_from_features(activations, grad_cam_weights(gradients)).clamp_min(0)
 
 
@@ -117,18 +125,6 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.T
 # ReLU, as pytorch-grad-cam's do. The gradient-based ones differ from Grad-CAM only in how A and
 # ∂S_c/∂A become a map; Score-CAM and Ablation-CAM weigh each channel by what the model says
 # when the input is masked by it or the channel is removed; EigenCAM uses no class at all.
-
-def _feature_maps(model: nn.Module, x: torch.Tensor, target, layer,
-                  method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A conv layer's activations A and gradients ∂S_c/∂A, both (B,K,h,w), or a ValueError
-    naming ``method`` for a layer that is not a (B,C,h,w) feature map."""
-    name = layer_name(model, layer)
-    activations, gradients = layer_activations_and_gradients(model, x, target, name)
-    if activations.dim() != 4:
-        raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; {method} needs a "
-                         "(B,C,h,w) feature map (for a ViT use vit_grad_cam).")
-    return activations, gradients
-
 
 @library_copy
 def grad_cam_plus_plus(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
@@ -199,10 +195,11 @@ def layer_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     return (gradients.clamp_min(0) * activations).sum(1).clamp_min(0)
 
 
-def _layer_activations(model: nn.Module, x: torch.Tensor, target, layer,
-                       method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One forward pass without gradients: the layer's activations (B,K,h,w), the logits
-    (B,classes) and the targets (B,), or a ValueError naming ``method``."""
+def _layer_activations(model: nn.Module, x: torch.Tensor, target, layer, method: str
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass without gradients: the checked input, the layer's activations
+    (B,K,h,w), the logits (B,classes) and the targets (B,), or a ValueError naming
+    ``method``."""
     name = layer_name(model, layer)
     x = checked_input(model, x, for_gradient=False)
     with capture(model, name) as cap, torch.no_grad():
@@ -213,7 +210,7 @@ def _layer_activations(model: nn.Module, x: torch.Tensor, target, layer,
         raise ValueError(f"layer {name!r} gives {tuple(activations.shape)}; {method} needs a "
                          "(B,C,h,w) feature map.")
     t = as_targets(target, x.shape[0], logits.shape[1]).to(x.device)
-    return activations, logits, t
+    return x, activations, logits, t
 
 
 @library_copy
@@ -231,8 +228,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, target, layer,
     (:func:`masked_logits`).
     """
     refuse_if_blocked()
-    activations, _, t = _layer_activations(model, x, target, layer, "Score-CAM")
-    x = checked_input(model, x, for_gradient=False)
+    x, activations, _, t = _layer_activations(model, x, target, layer, "Score-CAM")
     up = F.interpolate(activations, size=x.shape[-2:], mode="bilinear", align_corners=False)
     low = up.flatten(2).amin(2)[..., None, None]
     span = up.flatten(2).amax(2)[..., None, None] - low
@@ -257,8 +253,7 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
     """
     refuse_if_blocked()
     batch_size = positive_int(batch_size, "batch_size")
-    activations, logits, t = _layer_activations(model, x, target, layer, "Ablation-CAM")
-    x = checked_input(model, x, for_gradient=False)
+    x, activations, logits, t = _layer_activations(model, x, target, layer, "Ablation-CAM")
     B, K = activations.shape[:2]
     score = logits.gather(1, t[:, None])[:, 0]                                  # (B,)
     module = get_layer(model, layer)
@@ -300,7 +295,7 @@ def eigen_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     direction in which the channels fire more), where pytorch-grad-cam leaves it to the SVD.
     """
     refuse_if_blocked()
-    activations, _, _ = _layer_activations(model, x, 0, layer, "EigenCAM")
+    _, activations, _, _ = _layer_activations(model, x, 0, layer, "EigenCAM")
     B, K, h, w = activations.shape
     o = activations.flatten(2).transpose(1, 2)                                  # (B,hw,K)
     o = o - o.mean(1, keepdim=True)
