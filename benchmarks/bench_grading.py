@@ -2,10 +2,12 @@
 
 Each notebook of ``notebooks/`` (the source notebooks: every solution and every hidden test in
 place, so this is a correct submission, the most expensive kind) is run top to bottom in a
-fresh kernel by nbclient, twice:
+fresh kernel by nbclient, three ways:
 
-* **self-study**: every cell, as a student runs it;
-* **grading**: as ``nbgrader autograde`` runs it with the course's configuration
+* **source**: the committed notebook, every cell, as nbval and a lecturer run it;
+* **self-study**: the working copy of a student who has written every exercise
+  (``study.student_version(nb, solved=True)``: the hidden tests are not in it), every cell;
+* **grading**: the source notebook as ``nbgrader autograde`` runs it with the course's configuration
   (``classroom/nbgrader_config.py``): the environment variable ``NBGRADER_EXECUTION=autograde``
   set and the cells tagged ``skip-when-grading`` (demonstrations whose results do not depend on
   the student's code) skipped.
@@ -19,7 +21,7 @@ runs the real ``nbgrader autograde`` of one full-solution submission in a tempor
 and prints the CPU seconds of nbgrader and its kernels together.
 
     .venv/bin/python benchmarks/bench_grading.py                  # all six notebooks
-    .venv/bin/python benchmarks/bench_grading.py 05_grad_cam.ipynb --top 8
+    .venv/bin/python benchmarks/bench_grading.py 05_grad_cam.ipynb --top 8 --only source
     .venv/bin/python benchmarks/bench_grading.py --only grading --nbgrader
 
 A script, not a test: it prints numbers and asserts nothing about them. Run it on a quiet
@@ -47,7 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "classroom"))
 from contained_execute import SKIP_WHEN_GRADING  # noqa: E402
 
+from featviz_helpers import study  # noqa: E402
+
 BUDGET_CPU_S = 120.0
+MODES = ("source", "self-study", "grading")
 
 
 def kernel_cpu(process: psutil.Process) -> float:
@@ -56,9 +61,14 @@ def kernel_cpu(process: psutil.Process) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def run_notebook(path: Path, grading: bool) -> tuple[float, float, list[tuple[int, float, float, str]]]:
-    """(wall s, kernel CPU s, [(cell index, wall s, CPU s, first line)]) of one top-to-bottom run."""
-    nb = nbformat.read(path, as_version=4)
+def run_notebook(path: Path, mode: str) -> tuple[float, float, list[tuple[int, float, float, str]]]:
+    """(wall s, kernel CPU s, [(cell index, wall s, CPU s, first line)]) of one top-to-bottom
+    run in ``mode`` (one of :data:`MODES`)."""
+    grading = mode == "grading"
+    source = json.loads(path.read_text("utf-8"))
+    if mode == "self-study":
+        source = study.student_version(source, solved=True)
+    nb = nbformat.reads(json.dumps(source), as_version=4)      # sources joined, as read from disk
     env = dict(os.environ)
     if grading:
         env["NBGRADER_EXECUTION"] = "autograde"
@@ -121,7 +131,7 @@ def nbgrader_submission_cpu() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebook file names (default: all six)")
-    parser.add_argument("--only", choices=("self-study", "grading"), help="run one of the two")
+    parser.add_argument("--only", choices=MODES, help="run one of the three")
     parser.add_argument("--top", type=int, default=4, help="slowest cells to list per notebook")
     parser.add_argument("--nbgrader", action="store_true",
                         help="also time a real nbgrader autograde of one submission")
@@ -129,7 +139,11 @@ def main() -> None:
 
     paths = [ROOT / "notebooks" / n for n in args.notebooks] or \
         sorted((ROOT / "notebooks").glob("*.ipynb"))
-    modes = [args.only] if args.only else ["self-study", "grading"]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        known = ", ".join(p.name for p in sorted((ROOT / "notebooks").glob("*.ipynb")))
+        parser.error(f"no notebook {', '.join(missing)} in notebooks/; the notebooks are {known}")
+    modes = [args.only] if args.only else list(MODES)
     print(f"{platform.node()}: {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'notebook':<28}" + "".join(f"{m + ' wall s':>18}{m + ' CPU s':>18}" for m in modes))
@@ -138,7 +152,7 @@ def main() -> None:
     for path in paths:
         row = f"{path.name:<28}"
         for mode in modes:
-            wall, cpu, cells = run_notebook(path, grading=(mode == "grading"))
+            wall, cpu, cells = run_notebook(path, mode)
             sums[mode] += cpu
             row += f"{wall:>18.1f}{cpu:>18.1f}"
             slowest[path.name, mode] = sorted(cells, key=lambda c: -c[1])[:args.top]

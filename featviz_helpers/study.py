@@ -137,15 +137,16 @@ def _stuck_cell(name: str) -> dict:
             "metadata": {"tags": [STUCK_TAG]}, "outputs": [], "source": text.splitlines(True)}
 
 
-def student_version(nb: dict) -> dict:
+def student_version(nb: dict, solved: bool = False) -> dict:
     """The blank notebook a student writes: nbgrader's student version of ``nb`` (solutions
     cleared, hidden tests removed, no outputs), plus a "Stuck?" cell after each exercise's
-    visible checks."""
+    visible checks. ``solved=True`` keeps the solutions: the working copy of a student who
+    has written every exercise (what ``benchmarks/bench_grading.py`` times as self-study)."""
     nb = copy.deepcopy(nb)
     cells, current, last_check = [], None, None
     for cell in nb["cells"]:
         meta, text = _nbgrader(cell), _source(cell)
-        if meta.get("solution") or "BEGIN SOLUTION" in text:
+        if not solved and (meta.get("solution") or "BEGIN SOLUTION" in text):
             stub = CODE_STUB if cell["cell_type"] == "code" else TEXT_STUB
             text = _replace_regions(text, "BEGIN SOLUTION", "END SOLUTION", stub) \
                 if "BEGIN SOLUTION" in text else stub

@@ -17,13 +17,13 @@ def course_maps(cnn, x, t):
         "saliency": methods.saliency(cnn, x, t),
         "SmoothGrad": viz.channel_max(methods.smoothgrad(cnn, x, t, samples=8)),
         "Integrated Gradients": viz.channel_max(
-            methods.integrated_gradients(cnn, x, t, steps=24)),
+            methods.integrated_gradients(cnn, x, t, steps=20)),
         "guided backprop": viz.channel_max(methods.guided_backprop(cnn, x, t)),
         "CAM": methods.cam(cnn, x, t),
         "Grad-CAM stage5": methods.grad_cam(cnn, x, t, "stage5"),
         "Grad-CAM stage3": methods.grad_cam(cnn, x, t, "stage3"),
         "Guided Grad-CAM": viz.channel_max(methods.guided_grad_cam(cnn, x, t, "stage5")),
-        "occlusion": methods.occlusion(cnn, x, t, window=16, stride=12),
+        "occlusion": methods.occlusion(cnn, x, t, window=16, stride=16),
     }
 
 
@@ -67,7 +67,6 @@ def test_the_photos_random_map_lessons_hold_for_other_noise_seeds(lite0):
     maps = {
         "saliency": methods.saliency(lite0, x, t),
         "SmoothGrad": viz.channel_max(methods.smoothgrad(lite0, x, t, samples=8)),
-        "Integrated Gradients": viz.channel_max(methods.integrated_gradients(lite0, x, t, steps=8)),
         "guided backprop": viz.channel_max(methods.guided_backprop(lite0, x, t)),
         "CAM": methods.cam(lite0, x, t),
         "Grad-CAM _blocks.10": methods.grad_cam(lite0, x, t, "_blocks.10"),

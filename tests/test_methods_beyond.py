@@ -118,6 +118,31 @@ def test_occlusion_matches_a_window_by_window_reference(cnn, shapes_batch, windo
     assert torch.allclose(got, _occlusion_reference(cnn, x, t, window, stride), atol=1e-6)
 
 
+def test_forward_only_chunked_methods_default_to_a_pixel_budget_per_pass():
+    """Without ``batch_size``, occlusion and the masked passes send about four 224-px images'
+    worth of pixels through the model at a time, whatever the image size; a given one is
+    checked."""
+    from featviz_helpers.methods._inputs import images_per_pass
+    assert [images_per_pass(None, torch.zeros(1, 3, s, s)) for s in (224, 112, 64, 1000)] \
+        == [4, 16, 49, 1]
+    assert images_per_pass(7, torch.zeros(1, 3, 224, 224)) == 7
+    for bad in (0, -2, True, 2.0, "4"):
+        with pytest.raises(ValueError, match="batch_size"):
+            images_per_pass(bad, torch.zeros(1, 3, 8, 8))
+
+
+def test_every_chunked_method_refuses_a_bad_batch_size(cnn, shapes_batch):
+    x, t = shapes_batch
+    calls = [lambda b: methods.smoothgrad(cnn, x, t, samples=2, batch_size=b),
+             lambda b: methods.integrated_gradients(cnn, x, t, steps=2, batch_size=b),
+             lambda b: methods.occlusion(cnn, x, t, 32, 32, batch_size=b),
+             lambda b: methods.score_cam(cnn, x, t, "stage5", batch_size=b),
+             lambda b: methods.ablation_cam(cnn, x, t, "stage5", batch_size=b)]
+    for call in calls:
+        with pytest.raises(ValueError, match="batch_size"):
+            call(0)
+
+
 def test_occlusion_finds_the_only_pixels_a_model_reads():
     class Corner(nn.Module):        # class 0's logit reads only the top-left 8×8 pixels
         input_spec = models.SHAPES_SPEC

@@ -16,7 +16,8 @@ from ..hooks import capture, preserved_state
 from ..library_guard import library_copy, refuse_if_blocked
 from ..models import gap_fc_head, get_layer, layer_name
 from ._inputs import (as_targets, autograd_on, check_gradient_reaches, check_ran,
-                      checked_input, class_scores, logits_of, positive_int)
+                      checked_input, class_scores, images_per_pass, logits_of,
+                      positive_int)
 from .gradients import guided_backprop
 from .perturbation import masked_logits
 
@@ -215,7 +216,7 @@ def _layer_activations(model: nn.Module, x: torch.Tensor, target, layer, method:
 
 @library_copy
 def score_cam(model: nn.Module, x: torch.Tensor, target, layer,
-              batch_size: int = 16) -> torch.Tensor:
+              batch_size: int | None = None) -> torch.Tensor:
     """Score-CAM (Wang, Wang, Du, Yang, Zhang, Ding, Mardziel & Hu 2020, Algorithm 1;
     notebook 05 §12): (B,3,H,W) → (B,h,w), after the ReLU. No gradients.
 
@@ -225,7 +226,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, target, layer,
     subtracts the logit of a baseline input, the same for every channel, which the softmax
     cancels); w = softmax over the channels of the scores; L = ReLU(Σ_k w_k A_k). Costs one
     forward pass per channel and image, ``batch_size`` masked images at a time
-    (:func:`masked_logits`).
+    (:func:`masked_logits`; default :func:`images_per_pass`).
     """
     refuse_if_blocked()
     x, activations, _, t = _layer_activations(model, x, target, layer, "Score-CAM")
@@ -239,7 +240,7 @@ def score_cam(model: nn.Module, x: torch.Tensor, target, layer,
 
 @library_copy
 def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
-                 batch_size: int = 16) -> torch.Tensor:
+                 batch_size: int | None = None) -> torch.Tensor:
     """Ablation-CAM (Desai & Ramaswamy 2020, eq. 2; notebook 05 §12): (B,3,H,W) → (B,h,w),
     after the ReLU. No gradients.
 
@@ -248,12 +249,14 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
     The paper divides by y_c, which for a negative logit (a class the model rejects) flips
     every weight and draws the evidence *against* the class; |y_c| only rescales each image's
     map. L = ReLU(Σ_k w_k A_k). Costs one forward pass per channel and image, ``batch_size``
-    ablated copies at a time. A logit too close to 0 for the fraction to be finite is
-    refused.
+    ablated copies at a time (default :func:`images_per_pass`). A logit too close to 0 for
+    the fraction to be finite is refused.
     """
     refuse_if_blocked()
-    batch_size = positive_int(batch_size, "batch_size")
+    if batch_size is not None:          # refused before the forward pass
+        positive_int(batch_size, "batch_size (images per forward pass)")
     x, activations, logits, t = _layer_activations(model, x, target, layer, "Ablation-CAM")
+    batch_size = images_per_pass(batch_size, x)
     B, K = activations.shape[:2]
     score = logits.gather(1, t[:, None])[:, 0]                                  # (B,)
     module = get_layer(model, layer)

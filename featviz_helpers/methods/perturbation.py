@@ -8,7 +8,7 @@ from torch import nn
 
 from ..hooks import preserved_state
 from ..library_guard import library_copy, refuse_if_blocked
-from ._inputs import as_targets, checked_input, logits_of, positive_int
+from ._inputs import as_targets, checked_input, images_per_pass, logits_of, positive_int
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -37,14 +37,15 @@ def occlusion_masks(height: int, width: int, window: int, stride: int,
 
 @torch.no_grad()
 def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target,
-                         fill=0.0, batch_size: int = 16) -> torch.Tensor:
+                         fill=0.0, batch_size: int | None = None) -> torch.Tensor:
     """p(target | x with the masked pixels set to ``fill``) for every mask and image: (P, B).
 
     ``x`` (B,C,H,W) is the preprocessed batch; ``masks`` (P,H,W) are the same for every
     image, (P,B,H,W) one per image: bool (True = replaced) or float in [0,1], the fraction
     of each pixel replaced (x·(1 − m) + fill·m); ``fill`` is a number or a tensor
     broadcastable to ``x`` (the fill of each image: a blurred copy, say). The P·B masked
-    copies go through the model in eval mode about ``batch_size`` images at a time, each
+    copies go through the model in eval mode about ``batch_size`` images at a time (default
+    :func:`images_per_pass`; at least the B images of one mask), each
     image's softmax probability of its own target class read off. Notebook 05 §9
     (occlusion) and §11 (deletion and insertion) both use it.
     """
@@ -54,7 +55,7 @@ def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor,
 
 @torch.no_grad()
 def masked_logits(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target,
-                  fill=0.0, batch_size: int = 16) -> torch.Tensor:
+                  fill=0.0, batch_size: int | None = None) -> torch.Tensor:
     """The target's logit for every mask and image, (P, B): :func:`masked_probabilities`
     before the softmax (Score-CAM's channel scores, notebook 05 §12)."""
     refuse_if_blocked()
@@ -62,8 +63,8 @@ def masked_logits(model: nn.Module, x: torch.Tensor, masks: torch.Tensor, target
 
 
 def _masked_scores(model, x, masks, target, fill, batch_size, probabilities: bool):
-    batch_size = positive_int(batch_size, "batch_size")
     x = checked_input(model, x, for_gradient=False)
+    batch_size = images_per_pass(batch_size, x)
     B = x.shape[0]
     if masks.dim() == 3:
         masks = masks[:, None]
@@ -96,7 +97,7 @@ def _masked_scores(model, x, masks, target, fill, batch_size, probabilities: boo
 
 @library_copy
 def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, stride: int = 16,
-              fill: float = 0.0, batch_size: int = 16) -> torch.Tensor:
+              fill: float = 0.0, batch_size: int | None = None) -> torch.Tensor:
     """Occlusion sensitivity (Zeiler & Fergus 2014; notebook 05 §9): (B,3,H,W) → (B,H,W).
 
     A ``window``×``window`` square of value ``fill`` (0 = after normalisation, the colour the
@@ -106,14 +107,14 @@ def occlusion(model: nn.Module, x: torch.Tensor, target, window: int = 32, strid
     class's *probability*, p(x) − p(x with the square), is credited to every pixel under the
     square, and each pixel gets the mean over the windows that cover it. Positive: hiding the
     pixel hurts the class. No gradients at all. The occluded copies go through the model
-    about ``batch_size`` images at a time (:func:`masked_probabilities`; 16: on a 2-core CPU
-    at 224 px, chunks of 64 were 1.4–1.6× slower per image).
+    about ``batch_size`` images at a time (:func:`masked_probabilities`; default
+    :func:`images_per_pass`).
     """
     refuse_if_blocked()
     window = positive_int(window, "window (the side of the square, in pixels)")
     stride = positive_int(stride, "stride (pixels between window positions)")
-    batch_size = positive_int(batch_size, "batch_size")
     x = checked_input(model, x, for_gradient=False)
+    batch_size = images_per_pass(batch_size, x)
     B, _, H, W = x.shape
     if window > min(H, W):
         raise ValueError(f"window {window} is larger than the {H}×{W} image; use at most "
