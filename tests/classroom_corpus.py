@@ -293,6 +293,35 @@ WRONG = {
                    "    credit = torch.einsum('pb,phw->bhw', drops, masks.float())\n"
                    "    return credit / masks.sum(0)")]),
     ],
+    "grad-cam-plus-plus-impl": [
+        ("g² instead of 2g² in α's denominator", [
+            ("denominator = 2 * G ** 2 + sum_A * G ** 3", "denominator = G ** 2 + sum_A * G ** 3")]),
+        ("the activation at each position instead of the channel's sum", [
+            ("denominator = 2 * G ** 2 + sum_A * G ** 3", "denominator = 2 * G ** 2 + A * G ** 3")]),
+        ("all gradients instead of the positive ones", [
+            ("weights = (alpha * G.clamp_min(0))", "weights = (alpha * G)")]),
+        ("no final ReLU", [
+            ("return (weights * A).sum(dim=1).clamp_min(0)", "return (weights * A).sum(dim=1)")]),
+        ("plain division: NaN where the gradient is 0", [
+            ("alpha = torch.where(denominator != 0, G ** 2 / denominator, torch.zeros_like(G))",
+             "alpha = G ** 2 / denominator")]),
+        ("Grad-CAM's weights", [
+            ("weights = (alpha * G.clamp_min(0)).sum(dim=(2, 3), keepdim=True)",
+             "weights = G.mean(dim=(2, 3), keepdim=True)")]),
+        ("the argmax class instead of the target", [
+            ("logits.gather(1, torch.as_tensor(target).view(-1, 1))",
+             "logits.gather(1, logits.argmax(1, keepdim=True))")]),
+        ("calls the library copy", [
+            (None, "def my_grad_cam_plus_plus(model, x, target, layer):\n"
+                   "    return methods.grad_cam_plus_plus(model, x, target, layer)")]),
+        ("Grad-CAM++ assembled from the library's seam", [
+            (None, "def my_grad_cam_plus_plus(model, x, target, layer):\n"
+                   "    A, G = methods.layer_activations_and_gradients(model, x, target, layer)\n"
+                   "    d = 2 * G ** 2 + A.sum((2, 3), keepdim=True) * G ** 3\n"
+                   "    alpha = torch.where(d != 0, G ** 2 / d, torch.zeros_like(G))\n"
+                   "    w = (alpha * G.clamp_min(0)).sum((2, 3))\n"
+                   "    return methods.cam_from_features(A, w).clamp_min(0)")]),
+    ],
     # ---------------------------------------------------------------- 06: ViT attention
     "vit-attention-impl": [
         ("no 1/sqrt(d) scale", [(" / d ** 0.5", "")]),

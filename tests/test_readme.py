@@ -51,6 +51,7 @@ EXERCISES = {
     "cam": ("CAM", "CAM"),
     "grad-cam": ("Grad-CAM", "Grad-CAM"),
     "occlusion": ("occlusion", "occlusion"),
+    "grad-cam-plus-plus": ("Grad-CAM++", "Grad-CAM++"),
     "vit-attention": ("attention extraction", "attention recomputed from the block's weights"),
     "rollout": ("rollout", "attention rollout"),
 }

@@ -4,12 +4,13 @@ its hidden check at 1 and at 2 threads, and so does the same solution batched an
 do not accept everything."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
 import torch
 
-from featviz_helpers import checks, images, methods, models, shapes
+from featviz_helpers import checks, hooks, images, methods, models, shapes
 from notebook_cells import solution_cells
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -311,6 +312,37 @@ def test_05_occlusion(threads, cnn, shapes_data):
     square = lambda *args: occlusion_in_one_batch(*args, square=True)   # noqa: E731
     checks.check_occlusion(square, cnn, sh_x[:4], sh_labels[:4], window=16, stride=8)
     fails(checks.hidden_check_occlusion, square, cnn, sh_x[:4], match="not square")
+
+
+def grad_cam_plus_plus_per_image(model, x, target, layer, final_relu=True, guard_zero=True):
+    """Grad-CAM++ one image at a time, with its own hook (``final_relu``/``guard_zero`` off:
+    two mistakes the visible checks at post-ReLU layers cannot see)."""
+    maps = []
+    for b in range(x.shape[0]):
+        with hooks.capture(model, layer) as cap, torch.enable_grad():
+            model(x[b:b + 1].requires_grad_())[0, int(target[b])].backward()
+        a, g = cap.activations[layer][0], cap.gradients[layer][0]           # (K, h, w)
+        denominator = 2 * g * g + torch.einsum("khw->k", a)[:, None, None] * g ** 3
+        alpha = (g * g / denominator).nan_to_num(0.0) if guard_zero else g * g / denominator
+        m = torch.einsum("k,khw->hw", (alpha * g.clamp_min(0)).sum((1, 2)), a)
+        maps.append(m.clamp_min(0) if final_relu else m)
+    return torch.stack(maps)
+
+
+def test_05_grad_cam_plus_plus(threads, cnn, shapes_data):
+    sh_x, sh_labels = shapes_data
+    fn = solutions("05_grad_cam.ipynb", "grad-cam-plus-plus-impl")["my_grad_cam_plus_plus"]
+    for version in (fn, grad_cam_plus_plus_per_image):
+        for layer in ("stage5", "stage3"):
+            checks.check_grad_cam_plus_plus(version, cnn, sh_x, sh_labels, layer)
+        checks.hidden_check_grad_cam_plus_plus(version, cnn, sh_x)
+    for mistake in ({"final_relu": False}, {"guard_zero": False}):
+        wrong = functools.partial(grad_cam_plus_plus_per_image, **mistake)
+        checks.check_grad_cam_plus_plus(wrong, cnn, sh_x, sh_labels, "stage5")  # ReLU'd layer
+        fails(checks.hidden_check_grad_cam_plus_plus, wrong, cnn, sh_x, match="stage5.1")
+    fails(checks.check_grad_cam_plus_plus, functools.partial(grad_cam_plus_plus_per_image,
+                                                              guard_zero=False),
+          cnn, sh_x, sh_labels, "stage5.1", match="NaN")
 
 
 # ------------------------------------------------------------------------------ notebook 06

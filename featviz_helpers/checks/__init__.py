@@ -21,7 +21,7 @@ notebooks never need the module a check lives in:
 - :mod:`.guided_backprop` — notebook 03_guided_backprop: the ReLU rules, guided backprop,
   fourier_image;
 - :mod:`.cam` — notebook 04_cam: cam_from_features, CAM;
-- :mod:`.grad_cam` — notebook 05_grad_cam: Grad-CAM, occlusion;
+- :mod:`.grad_cam` — notebook 05_grad_cam: Grad-CAM, occlusion, Grad-CAM++;
 - :mod:`.vit_attention` — notebook 06_vit_attention: attention extraction, rollout.
 """
 from ._harness import CheckError, assert_close, rel_error, run_exercise, try_exercise
@@ -35,7 +35,8 @@ from .guided_backprop import (check_fourier_image, check_guided_backprop, check_
                               hidden_check_fourier_image, hidden_check_guided_backprop,
                               hidden_check_relu_rules)
 from .cam import check_cam, check_cam_from_features, hidden_check_cam
-from .grad_cam import (check_grad_cam, check_occlusion, hidden_check_grad_cam,
+from .grad_cam import (check_grad_cam, check_grad_cam_plus_plus, check_occlusion,
+                       hidden_check_grad_cam, hidden_check_grad_cam_plus_plus,
                        hidden_check_occlusion)
 from .vit_attention import (check_rollout, check_vit_attention, hidden_check_rollout,
                             hidden_check_vit_attention)
@@ -77,4 +78,6 @@ __all__ = [
     "hidden_check_fourier_image",
     "check_occlusion",
     "hidden_check_occlusion",
+    "check_grad_cam_plus_plus",
+    "hidden_check_grad_cam_plus_plus",
 ]

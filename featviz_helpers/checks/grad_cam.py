@@ -1,5 +1,5 @@
-"""Checks of notebook 05_grad_cam: Grad-CAM from scratch (§2) and the perturbation
-baseline, occlusion (§9)."""
+"""Checks of notebook 05_grad_cam: Grad-CAM from scratch (§2), the perturbation
+baseline, occlusion (§9), and Grad-CAM++ (§12, the CAM family)."""
 from __future__ import annotations
 
 import torch
@@ -8,8 +8,8 @@ from torch import nn
 from .. import methods
 from ..hooks import preserved_state
 from ._harness import (CheckError, _hidden_case, _hidden_resnet_case, _hidden_targets, _passed,
-                       _random_resnet18, _references, _restores_after_error, _run, _tensor,
-                       _verdict)
+                       _random_resnet18, _references, _restores_after_error, _run,
+                       _small_resnet_case, _tensor, _verdict)
 
 
 _GRAD_CAM_HINT = ("α_k = mean of ∂S_c/∂A_k over positions (per image, per channel); "
@@ -141,3 +141,82 @@ def hidden_check_occlusion(fn, model: nn.Module, x: torch.Tensor) -> None:
                         count=windows)
     _passed("hidden tests of occlusion.")
 
+
+
+_GRAD_CAM_PP_HINT = ("With A and g = ∂S_c/∂A at the layer (each image's own target): "
+                     "α_kij = g² / (2g² + (Σ_ab A_kab)·g³), and α = 0 where that denominator is 0; "
+                     "w_k = Σ_ij α_kij · ReLU(g_kij); L = ReLU(Σ_k w_k A_k).")
+
+
+def _grad_cam_pp_mistakes(model, x, target, layer):
+    """The usual mistakes, from the layer's activations A and gradients g."""
+    a, g = methods.layer_activations_and_gradients(model, x, target, layer)
+    total = a.sum((2, 3), keepdim=True)
+
+    def alpha(denominator):
+        return g.pow(2) / torch.where(denominator != 0, denominator, 1)
+
+    def cam(weights):
+        return (weights * a).sum(1).clamp_min(0)
+
+    right = alpha(2 * g.pow(2) + total * g.pow(3))
+    return [
+        (cam(g.mean((2, 3), keepdim=True)),
+         "these are Grad-CAM's weights (the mean gradient); Grad-CAM++ weighs each position's "
+         "positive gradient by α_kij."),
+        (cam((alpha(g.pow(2) + total * g.pow(3)) * g.clamp_min(0)).sum((2, 3), keepdim=True)),
+         "your α's denominator has g² where the paper has 2g²."),
+        (cam((alpha(2 * g.pow(2) + a * g.pow(3)) * g.clamp_min(0)).sum((2, 3), keepdim=True)),
+         "your denominator multiplies g³ by the activation at the same position; it is the "
+         "channel's whole activation, Σ_ab A_kab, the same at every position."),
+        (cam((right * g).sum((2, 3), keepdim=True)),
+         "your weights sum α·g over positions; Grad-CAM++ keeps only the positive gradients: "
+         "w_k = Σ_ij α_kij · ReLU(g_kij)."),
+        (cam(right.sum((2, 3), keepdim=True)),
+         "your weights sum α alone; each α_kij multiplies ReLU(g_kij)."),
+        (cam((right * g.clamp_min(0)).mean((2, 3), keepdim=True)),
+         "your weights average α·ReLU(g) over positions; the paper sums them."),
+    ]
+
+
+def _grad_cam_pp_refusals(got):
+    return [(~torch.isfinite(got).all(),
+             "your map has NaN or infinite values: where the denominator 2g² + (Σ A)·g³ is 0 "
+             "(a zero gradient), α is 0/0; count it as 0 (torch.where)."),
+            ((got < 0).any(), "your map has negative values: Grad-CAM++ ends with a ReLU, as "
+                              "Grad-CAM does.")]
+
+
+def check_grad_cam_plus_plus(fn, model: nn.Module, x: torch.Tensor, target, layer) -> None:
+    """``fn(model, x, target, layer)`` → (B,h,w), compared with ``methods.grad_cam_plus_plus``
+    (notebook 05 §12, "Exercise: Grad-CAM++")."""
+    got = _tensor("your Grad-CAM++", _run("your Grad-CAM++", fn, [model, x, target, layer]))
+    t = methods.model_targets(model, x, target)
+    expected, tol = _references(methods.grad_cam_plus_plus, model, x, t, layer)
+    _verdict(f"Grad-CAM++ at {layer!r}", got, expected,
+             lambda: _grad_cam_pp_mistakes(model, x, t, layer), _GRAD_CAM_PP_HINT, tol=tol,
+             refusals=_grad_cam_pp_refusals(got))
+
+
+def hidden_check_grad_cam_plus_plus(fn, model: nn.Module, x: torch.Tensor) -> None:
+    """Hidden tests of notebook 05 §12: mixed non-top-1 targets; a layer before a ReLU, where
+    most gradients are exactly 0; a model handed over in train mode; ResNet-18; hooks removed
+    even when the forward pass raises."""
+    x = x[:3]
+    t = _hidden_targets(model, x)
+    expected, tol = _references(methods.grad_cam_plus_plus, model, x, t, "stage4")
+    _hidden_case("targets other than each image's top-1 class, mixed in one batch, at 'stage4'",
+                 fn, [model, x, t, "stage4"], expected, tol=tol, hint=_GRAD_CAM_PP_HINT)
+    expected, tol = _references(methods.grad_cam_plus_plus, model, x, t, "stage5.1")
+    _hidden_case("at 'stage5.1', BatchNorm's output before the ReLU: most gradients are exactly "
+                 "0 there, so α is 0/0 and counts as 0", fn, [model, x, t, "stage5.1"],
+                 expected, tol=tol, hint=_GRAD_CAM_PP_HINT)
+    expected, tol = _references(methods.grad_cam_plus_plus, model, x[:2], t[:2], "stage5")
+    _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2], "stage5"],
+                 expected, tol=tol, train=True,
+                 hint="Eval mode inside (BatchNorm's running statistics), restored after.")
+    _hidden_resnet_case(fn, methods.grad_cam_plus_plus, 31, "layer3", hint=_GRAD_CAM_PP_HINT)
+    resnet, xr, tr = _small_resnet_case(31)
+    _restores_after_error("a forward pass that raises (a 2-channel input)", fn, resnet,
+                          [xr[:, :2], tr, "layer3"])
+    _passed("hidden tests of Grad-CAM++.")
