@@ -19,8 +19,13 @@ alternately with its floor; the ratio is the median of the per-pair ratios. Thre
 A catalogue method with no floor here is still timed: its latency, on the catalogue's cheap
 example call, is printed with "–" for the floor, so a new method is never left out.
 
+Anchors: where Captum or pytorch-grad-cam is installed (``pip install -e ".[bench]"``), a second
+table times each method against the same work done by that library's API (``anchors.py``),
+alternately, as a ratio ours / theirs. Before timing, the two outputs are compared (ours brought
+to the library's output form); a row whose outputs differ says by how much and why.
+
     python benchmarks/bench_methods.py [--threads 2] [--repeats 9] [--batches 1 8]
-                                       [--only saliency "guided backprop"]
+                                       [--only saliency "guided backprop"] [--no-anchors]
 """
 import argparse
 import statistics
@@ -28,6 +33,7 @@ import time
 
 import torch
 
+import anchors as anchor_libraries
 from featviz_helpers import hooks, images, methods, models
 
 
@@ -151,6 +157,8 @@ def main():
                         help="time only these rows, by their catalogue name (e.g. saliency "
                              "\"guided backprop\" \"attention rollout\"); case-insensitive, all "
                              "by default")
+    parser.add_argument("--no-anchors", action="store_true",
+                        help="skip the table against Captum and pytorch-grad-cam")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -194,6 +202,37 @@ def main():
             t, f, ratio = paired_times(fn, floor, args.repeats)
             print(f"{b:>5}  {'rollout (from attention)':<32} {t * 1e3:>10.1f} {f * 1e3:>11.1f} "
                   f"{what:<18} {ratio:>6.2f} {passes:>6}")
+    if not args.no_anchors:
+        against_anchors(args, model, photo, layer, n)
+
+
+def against_anchors(args, model, photo, layer, n):
+    """The second table: each method against the same work in Captum / pytorch-grad-cam."""
+    found = anchor_libraries.libraries()
+    print(f"\nagainst the libraries installed here: {', '.join(found) or 'none'} "
+          "(pip install -e \".[bench]\" for Captum and pytorch-grad-cam)")
+    if not found:
+        return
+    print(f"{'batch':>5}  {'method':<22} {'library':<17} {'ours (ms)':>10} {'theirs (ms)':>12} "
+          f"{'ours/theirs':>12}  same output?")
+    for b in args.batches:
+        x = photo.repeat(b, 1, 1, 1)
+        target = torch.arange(b) % 1000
+        ours_of = {name: fn for name, (fn, *_rest) in measured(model, x, target, layer, n).items()}
+        for row, row_anchors in anchor_libraries.anchors(model, x, target, layer, n,
+                                                         SCORE_LAYER).items():
+            if not wanted(args, row):
+                continue
+            for anchor in row_anchors:
+                gap, same = anchor_libraries.agreement(row, anchor, model, x, target, n)
+                why = anchor_libraries.KNOWN_DIFFERENCES.get((row, anchor.library), "")
+                verdict = f"yes (max |Δ| {gap:.1e})" if same else \
+                    f"NO: max |Δ| {gap:.1e}{'; ' + why if why else ''}"
+                heavy = row in ("Score-CAM", "Ablation-CAM", "occlusion")
+                repeats = max(3, args.repeats // 3) if heavy else args.repeats
+                t, theirs, ratio = paired_times(ours_of[row], anchor.call, repeats)
+                print(f"{b:>5}  {row:<22} {anchor.library:<17} {t * 1e3:>10.1f} "
+                      f"{theirs * 1e3:>12.1f} {ratio:>12.2f}  {verdict}")
 
 
 def wanted(args, name: str) -> bool:
