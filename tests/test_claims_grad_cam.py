@@ -66,7 +66,6 @@ def test_the_photos_random_map_lessons_hold_for_other_noise_seeds(lite0):
         t = lite0(x).argmax(1)
     maps = {
         "saliency": methods.saliency(lite0, x, t),
-        "SmoothGrad": viz.channel_max(methods.smoothgrad(lite0, x, t, samples=8)),
         "guided backprop": viz.channel_max(methods.guided_backprop(lite0, x, t)),
         "CAM": methods.cam(lite0, x, t),
         "Grad-CAM _blocks.10": methods.grad_cam(lite0, x, t, "_blocks.10"),
