@@ -13,6 +13,7 @@ marked.
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -30,6 +31,7 @@ class Anchor:
     tolerance: float                            # max |difference| that counts as agreement
 
 
+os.environ.setdefault("TQDM_DISABLE", "1")     # pytorch-grad-cam's per-image progress bars
 # Captum's notes on what it did to the input and the ReLUs are not news here.
 warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
@@ -40,6 +42,8 @@ KNOWN_DIFFERENCES = {
     ("Score-CAM", "pytorch-grad-cam"): "upsamples the masks with align_corners=True",
     ("guided backprop", "Captum"): "overrides nn.ReLU only; Lite0's ReLU6 keeps its gradient",
     ("SmoothGrad", "Captum"): "draws other noise (agreement checked without noise)",
+    ("Ablation-CAM", "pytorch-grad-cam"): "divides by y_c, ours by |y_c| (a negative logit "
+                                          "flips every weight)",
 }
 
 

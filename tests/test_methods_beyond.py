@@ -330,6 +330,12 @@ def test_optimised_images_leave_the_model_as_it_was(cnn):
     (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", [0, 999], steps=1), "999 out of range"),
     (lambda cnn, x: methods.activation_maximisation(cnn, "stage4", [], steps=1), "empty"),
     (lambda cnn, x: methods.smoothgrad(cnn, x, 6), "out of range"),
+    # a target per image: checked for its count before any pass, for its classes by the
+    # first pass (against the model's 6 classes, whatever the number of copies)
+    (lambda cnn, x: methods.smoothgrad(cnn, x, [0, 1, 99], samples=3), r"99 is out of range: this model has 6"),
+    (lambda cnn, x: methods.integrated_gradients(cnn, x, [0, 1, 99], steps=4), r"99 is out of range: this model has 6"),
+    (lambda cnn, x: methods.integrated_gradients(cnn, x, [0, 1], steps=4), r"shape \(3,\), got \(2,\)"),
+    (lambda cnn, x: methods.smoothgrad(cnn, x, torch.tensor([-1, 0, 1]), samples=2), "-1 is out of range"),
 ])
 def test_misuse_is_refused_clearly(cnn, shapes_batch, call, problem):
     with pytest.raises(ValueError, match=problem):

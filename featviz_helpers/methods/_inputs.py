@@ -12,14 +12,15 @@ from torch import nn
 from ..hooks import LayerCapture, preserved_state
 
 
-def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
+def as_targets(target, batch_size: int, num_classes: int | None) -> torch.Tensor:
     """``target`` as a LongTensor (B,) of class indices, checked against the model.
 
     ``target`` is an int (the same class for every image), a sequence, or an integer tensor
     of shape (B,) — one class per image. The result is built and checked on the CPU (the
     host has the values); callers move it to their model's device. Raises ``TypeError`` for
     a bool, None, a string or floats, ``ValueError`` for the wrong count or a class out of
-    range. :func:`model_targets` asks the model how many classes it has.
+    range. :func:`model_targets` asks the model how many classes it has; ``num_classes=None``
+    checks everything but the range of a sequence or tensor (:func:`stacked_targets`).
     """
     if isinstance(target, bool):
         raise TypeError("target must be a class index (int), not a bool.")
@@ -30,6 +31,8 @@ def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
         raise TypeError(f"target must be a class index (int), not the string {target!r}; "
                         f"look the index up, e.g. model.class_names.index({target!r}).")
     if isinstance(target, int):
+        if num_classes is None:
+            raise TypeError("as_targets needs the number of classes to check an int target.")
         if not 0 <= target < num_classes:      # before building a tensor: 2**70 overflows
             raise ValueError(f"class index {target} is out of range: this model has "
                              f"{num_classes} classes (0..{num_classes - 1}).")
@@ -49,7 +52,7 @@ def as_targets(target, batch_size: int, num_classes: int) -> torch.Tensor:
             f"target must be one class index per image: shape ({batch_size},), "
             f"got {tuple(t.shape)}."
         )
-    if t.device.type == "meta":   # no values to check (nor to copy to the host)
+    if t.device.type == "meta" or num_classes is None:   # no values to check yet
         return t
     t = t.cpu()   # checked on the host
     bad = (t < 0) | (t >= num_classes)
@@ -112,6 +115,18 @@ def model_targets(model: nn.Module, x: torch.Tensor, target) -> torch.Tensor:
     with preserved_state(model), torch.no_grad():
         num_classes = logits_of(model, x[:1]).shape[1]
     return as_targets(target, x.shape[0], num_classes).to(x.device)
+
+
+def stacked_targets(target, batch_size: int, copies: int):
+    """The targets of ``copies`` stacked copies of a batch of ``batch_size`` images (SmoothGrad's
+    noisy copies, Integrated Gradients' path points), for :func:`input_gradient`: an int as it
+    is, else a LongTensor (copies·B,) whose type and count are checked now, and whose classes
+    are checked against the model by the first pass, which computes the logits anyway.
+    (:func:`model_targets` would spend a forward pass of its own on that: 6% of Integrated
+    Gradients with 8 steps on one 224-px image.)"""
+    if isinstance(target, int) and not isinstance(target, bool):
+        return target
+    return as_targets(target, batch_size, None).repeat(copies)
 
 
 def class_scores(logits: torch.Tensor, target) -> torch.Tensor:

@@ -13,7 +13,8 @@ from ..library_guard import library_copy, refuse_if_blocked
 from ..models import layer_name
 from ..relu_rules import RULES, relu_backward_rule
 from ._inputs import (as_targets, autograd_on, baseline_like, channel_index, check_ran,
-                      checked_input, logits_of, model_targets, positive_int, unit_responses)
+                      checked_input, logits_of, positive_int, stacked_targets,
+                      unit_responses)
 
 
 @library_copy
@@ -122,14 +123,13 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target, samples: int = 25,
                          f"(Smilkov et al. use 0.1–0.2); got {noise!r}.")
     with autograd_on():      # an input made under inference_mode becomes an ordinary one
         x = checked_input(model, x)
-        t = model_targets(model, x, target)
+        t = stacked_targets(target, x.shape[0], samples)
         B = x.shape[0]
         span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(1, B, 1, 1, 1)
         rng = torch.Generator(device="cpu").manual_seed(seed)
         eps = torch.randn((samples, *x.shape), generator=rng, device="cpu")
         noisy = x[None] + noise * span * eps.to(device=x.device, dtype=x.dtype)
-        grads = input_gradient(model, noisy.flatten(0, 1), t.repeat(samples),
-                               batch_size=batch_size)
+        grads = input_gradient(model, noisy.flatten(0, 1), t, batch_size=batch_size)
     return grads.view(samples, *x.shape).mean(0)
 
 
@@ -155,10 +155,9 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target, baseline=Non
     batch_size = positive_int(batch_size, "batch_size")
     with autograd_on():      # an input made under inference_mode becomes an ordinary one
         x = checked_input(model, x)
-        t = model_targets(model, x, target)
+        t = stacked_targets(target, x.shape[0], steps)
         start = baseline_like(x, baseline)
         alphas = torch.arange(1, steps + 1, dtype=x.dtype, device=x.device) / steps
         path = start[None] + alphas.view(-1, 1, 1, 1, 1) * (x - start)[None]  # (m,B,C,H,W)
-        grads = input_gradient(model, path.flatten(0, 1), t.repeat(steps),
-                               batch_size=batch_size)
+        grads = input_gradient(model, path.flatten(0, 1), t, batch_size=batch_size)
     return (x - start) * grads.view(steps, *x.shape).mean(0)
