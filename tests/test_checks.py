@@ -216,3 +216,26 @@ def test_the_tolerance_follows_the_references_own_spread():
     b = a + torch.tensor([0.0, 0.0, 3e-3])                            # one flipped entry: 1e-3
     assert _spread_tolerance([a, b, a]) == pytest.approx(5e-3, rel=1e-3)
     assert _spread_tolerance([a, b], relative_to=a) == 5.0           # changes compared
+
+
+def test_a_global_module_hook_left_behind_is_caught_and_removed(small_cnn):
+    """torch's process-wide module hooks run on every model: the per-module hook count cannot
+    see one, so the harness compares torch's global registries too, and removes what is new."""
+    from torch.nn.modules import module
+    x = torch.randn(2, 3, 8, 8)
+    before = len(module._global_forward_hooks)
+
+    def leaves_a_global_hook(m, x, t):
+        module.register_module_forward_hook(lambda mod, inputs, output: None)
+        return _saliency_by_hand(m, x, t)
+    checks.check_saliency(_saliency_by_hand, small_cnn, x, torch.tensor([0, 1]))
+    with pytest.raises(checks.CheckError, match="global module hook"):
+        checks.check_saliency(leaves_a_global_hook, small_cnn, x, torch.tensor([0, 1]))
+    assert len(module._global_forward_hooks) == before
+
+
+def _saliency_by_hand(model, x, t):
+    """Saliency written out, as a student would (the model is in eval mode already)."""
+    xr = x.detach().requires_grad_()
+    (grad,) = torch.autograd.grad(model(xr).gather(1, t.view(-1, 1)).sum(), xr)
+    return grad.abs().amax(1)

@@ -96,3 +96,20 @@ def test_layer_cam_at_the_first_stage_on_other_samples(cnn, seed):
     box = metrics.paired_difference(scores["LayerCAM"]["box IoU"], scores["Grad-CAM"]["box IoU"])
     assert energy.difference > 0 and not energy.tied, energy
     assert box.difference < 0 and not box.tied, box
+
+
+@pytest.mark.parametrize("seed", [78, 79])
+def test_the_cam_family_verdict_at_stage3_on_other_samples(cnn, seed):
+    """Notebook 05 §12, "Which one?": what its prose asserts about the gradient variants and
+    EigenCAM at stage3 holds on two other samples of 64 images."""
+    from featviz_helpers import figures
+    pictures, labels, masks = shapes.generate(64, seed=seed)
+    x = images.preprocess(pictures, cnn)
+    family = {name: fn for name, fn in figures.CAM_FAMILY.items()
+              if name not in ("Score-CAM", "Ablation-CAM")}
+    scores = metrics.localisation_scores({n: fn(cnn, x, labels, "stage3") for n, fn in family.items()},
+                                         masks)
+    tiers = {s: metrics.top_tier({n: scores[n][s] for n in family}) for s in metrics.LOCALISATION_METRICS}
+    assert "EigenCAM" in tiers["energy in mask"] and "EigenCAM" in tiers["box IoU"], tiers
+    assert {"HiResCAM", "LayerCAM"} <= set(tiers["pointing game"]), tiers
+    assert "Grad-CAM++" not in tiers["energy in mask"], tiers

@@ -193,6 +193,29 @@ def _hook_keys(model: nn.Module) -> list:
     return [[set(getattr(m, attr)) for attr in _HOOK_DICTS] for m in model.modules()]
 
 
+# Process-wide module hooks (torch.nn.modules.module.register_module_forward_hook and its kin)
+# run on every module of every model: one left behind changes every later forward pass.
+_GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks",
+                      "_global_backward_hooks", "_global_backward_pre_hooks")
+
+
+def _global_hook_keys() -> list[set]:
+    from torch.nn.modules import module
+    return [set(getattr(module, attr, {})) for attr in _GLOBAL_HOOK_DICTS]
+
+
+def _remove_new_global_hooks(before: list[set]) -> bool:
+    """Remove the global module hooks registered since ``before``; whether there were any."""
+    from torch.nn.modules import module
+    found = False
+    for attr, keys in zip(_GLOBAL_HOOK_DICTS, before):
+        registry = getattr(module, attr, {})
+        for key in [k for k in registry if k not in keys]:
+            del registry[key]
+            found = True
+    return found
+
+
 def _run(what: str, fn, args, train: bool = False):
     """``fn(*copies of args)`` with the library copies blocked; checks it left them alone.
 
@@ -208,6 +231,7 @@ def _run(what: str, fn, args, train: bool = False):
         for net in nets:
             net.train()
     before = [model_state(net) for net in nets]
+    global_hooks = _global_hook_keys()
     try:
         with library_copies_blocked(what):
             result = fn(*copies)
@@ -219,10 +243,16 @@ def _run(what: str, fn, args, train: bool = False):
             "`raise NotImplementedError()` in its cell with your code, run that cell, then this "
             "one again.") from None
     finally:
+        left_global_hook = _remove_new_global_hooks(global_hooks)
         touched = [(m, state, keys) for m, state, keys in originals
                    if state_changes(state, model_state(m))]
         for m, state, keys in touched:
             _put_back(m, state, keys)
+    if left_global_hook:
+        raise CheckError(f"{what} left a global module hook (torch.nn.modules.module."
+                         "register_module_…_hook), which would run on every module of every "
+                         "model from now on; hook the one layer you need, and remove the hook "
+                         "in a finally block. (It has been removed.)")
     if touched:
         raise CheckError(f"{what} changed the notebook's own model, not the copy it was given: "
                          "use the `model` argument, not a global variable. (The notebook's "
@@ -315,7 +345,7 @@ def _restores_after_error(case: str, fn, model: nn.Module, args) -> None:
             pass
     changes = state_changes(before, model_state(net))
     if changes:
-        raise CheckError(f"{what}: when the forward pass raised, your function {changes[0]}")
+        raise CheckError(f"[{case}] when the forward pass raised, your function {changes[0]}")
 
 
 def _hidden_targets(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

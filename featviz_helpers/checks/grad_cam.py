@@ -148,6 +148,12 @@ _GRAD_CAM_PP_HINT = ("With A and g = ∂S_c/∂A at the layer (each image's own 
                      "w_k = Σ_ij α_kij · ReLU(g_kij); L = ReLU(Σ_k w_k A_k).")
 
 
+# Where the gradient is the same at every position (a GAP head), the activation at each
+# position and the mean over positions give the same map to first order: one message for both.
+_WHOLE_CHANNEL = ("your denominator multiplies g³ by the activation at each position or by its "
+                  "mean; it is the channel's whole activation, the sum Σ_ab A_kab over positions.")
+
+
 def _grad_cam_pp_mistakes(model, x, target, layer):
     """The usual mistakes, from the layer's activations A and gradients g."""
     a, g = methods.layer_activations_and_gradients(model, x, target, layer)
@@ -167,8 +173,9 @@ def _grad_cam_pp_mistakes(model, x, target, layer):
         (cam((alpha(g.pow(2) + total * g.pow(3)) * g.clamp_min(0)).sum((2, 3), keepdim=True)),
          "your α's denominator has g² where the paper has 2g²."),
         (cam((alpha(2 * g.pow(2) + a * g.pow(3)) * g.clamp_min(0)).sum((2, 3), keepdim=True)),
-         "your denominator multiplies g³ by the activation at the same position; it is the "
-         "channel's whole activation, Σ_ab A_kab, the same at every position."),
+         _WHOLE_CHANNEL),
+        (cam((alpha(2 * g.pow(2) + a.mean((2, 3), keepdim=True) * g.pow(3))
+              * g.clamp_min(0)).sum((2, 3), keepdim=True)), _WHOLE_CHANNEL),
         (cam((right * g).sum((2, 3), keepdim=True)),
          "your weights sum α·g over positions; Grad-CAM++ keeps only the positive gradients: "
          "w_k = Σ_ij α_kij · ReLU(g_kij)."),
@@ -199,17 +206,23 @@ def check_grad_cam_plus_plus(fn, model: nn.Module, x: torch.Tensor, target, laye
 
 
 def hidden_check_grad_cam_plus_plus(fn, model: nn.Module, x: torch.Tensor) -> None:
-    """Hidden tests of notebook 05 §12: mixed non-top-1 targets; a layer before a ReLU, where
-    most gradients are exactly 0; a model handed over in train mode; ResNet-18; hooks removed
-    even when the forward pass raises."""
-    x = x[:3]
+    """Hidden tests of notebook 05 §12, on shapes_cnn and at least 6 of its images ``x``:
+    mixed non-top-1 targets; other images at the same layer; a layer before a ReLU, where
+    activations can be negative and most gradients are exactly 0; a model handed over in
+    train mode; ResNet-18; hooks removed even when the forward pass raises."""
+    x, x_more = x[:3], x[3:]
     t = _hidden_targets(model, x)
     expected, tol = _references(methods.grad_cam_plus_plus, model, x, t, "stage4")
     _hidden_case("targets other than each image's top-1 class, mixed in one batch, at 'stage4'",
                  fn, [model, x, t, "stage4"], expected, tol=tol, hint=_GRAD_CAM_PP_HINT)
+    others, t_others = x_more[:3], _hidden_targets(model, x_more[:3])
+    expected, tol = _references(methods.grad_cam_plus_plus, model, others, t_others, "stage4")
+    _hidden_case("other images at the same layer", fn, [model, others, t_others, "stage4"],
+                 expected, tol=tol, hint=_GRAD_CAM_PP_HINT)
     expected, tol = _references(methods.grad_cam_plus_plus, model, x, t, "stage5.1")
-    _hidden_case("at 'stage5.1', BatchNorm's output before the ReLU: most gradients are exactly "
-                 "0 there, so α is 0/0 and counts as 0", fn, [model, x, t, "stage5.1"],
+    _hidden_case("at 'stage5.1', BatchNorm's output before the ReLU: activations can be "
+                 "negative there (the final ReLU matters), and most gradients are exactly 0 "
+                 "(α = 0/0, which counts as 0)", fn, [model, x, t, "stage5.1"],
                  expected, tol=tol, hint=_GRAD_CAM_PP_HINT)
     expected, tol = _references(methods.grad_cam_plus_plus, model, x[:2], t[:2], "stage5")
     _hidden_case("a model handed over in train mode", fn, [model, x[:2], t[:2], "stage5"],
