@@ -57,7 +57,7 @@ def libraries() -> list[str]:
             if installed(module)]
 
 
-def _grad_cam_library(model, x, target, layer, n, score_layer) -> dict[str, Anchor]:
+def _grad_cam_library(model, x, target, layer, score_layer) -> dict[str, Anchor]:
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.image import scale_cam_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -94,7 +94,7 @@ def _grad_cam_library(model, x, target, layer, n, score_layer) -> dict[str, Anch
     return anchors
 
 
-def _captum(model, x, target, layer, n) -> dict[str, Anchor]:
+def _captum(model, x, target, n) -> dict[str, Anchor]:
     from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
     span = float(x[0].max() - x[0].min())       # SmoothGrad's σ is a fraction of the range
@@ -141,10 +141,10 @@ def anchors(model, x, target, layer, n, score_layer) -> dict[str, list[Anchor]]:
     """{catalogue row: [anchor, …]} for the libraries installed here."""
     found: dict[str, list[Anchor]] = {}
     if installed("pytorch_grad_cam"):
-        for row, anchor in _grad_cam_library(model, x, target, layer, n, score_layer).items():
+        for row, anchor in _grad_cam_library(model, x, target, layer, score_layer).items():
             found.setdefault(row, []).append(anchor)
     if installed("captum"):
-        for row, anchor in _captum(model, x, target, layer, n).items():
+        for row, anchor in _captum(model, x, target, n).items():
             found.setdefault(row, []).append(anchor)
     return found
 
