@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import models, shapes
+from .hooks import preserved_state
 from .images import preprocess
+from .methods._inputs import images_per_pass
 
 # Held-out images come from seeds no training step uses (training seeds are < 2**40).
 HELDOUT_SEED = 2**40 + 7
@@ -60,21 +62,27 @@ def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
 
 
 @torch.no_grad()
+def predict(model, x: torch.Tensor) -> torch.Tensor:
+    """The top-1 class of each image of the preprocessed batch ``x`` (B,3,H,W): (B,) int64.
+
+    The model runs in eval mode without gradients, a few images a pass
+    (:func:`~featviz_helpers.methods._inputs.images_per_pass`: on a 2-core CPU a shapes model
+    took twice as long per image in one pass of 256 images as in passes of 24); its mode is
+    restored. Notebook 05 §8 compares two models' predictions with it.
+    """
+    with preserved_state(model, freeze=False):
+        return torch.cat([model(chunk).argmax(1) for chunk in x.split(images_per_pass(None, x))])
+
+
 def accuracy(model, variant: str, n: int | None = None, seed: int = HELDOUT_SEED) -> float:
-    """Top-1 accuracy on ``n`` (default HELDOUT_SIZE) held-out images of ``variant``.
+    """Top-1 accuracy on ``n`` (default HELDOUT_SIZE) held-out images of ``variant``
+    (:func:`predict`).
 
     The same images every call: they come from a seed no training step uses.
     """
     n = HELDOUT_SIZE if n is None else n
-    was_training = model.training
-    model.eval()
     images, labels, _ = shapes.generate(n, seed, variant)
-    x = preprocess(images, model)
-    # 64 images a pass: on a 2-core CPU a pass of 500 took twice as long per image
-    correct = sum((model(chunk).argmax(1) == truth).sum().item()
-                  for chunk, truth in zip(x.split(64), labels.split(64)))
-    model.train(was_training)
-    return correct / n
+    return (predict(model, preprocess(images, model)) == labels).sum().item() / n
 
 
 def parse_args(argv=None):

@@ -119,12 +119,12 @@ def test_occlusion_matches_a_window_by_window_reference(cnn, shapes_batch, windo
 
 
 def test_forward_only_chunked_methods_default_to_a_pixel_budget_per_pass():
-    """Without ``batch_size``, occlusion and the masked passes send about four 224-px images'
+    """Without ``batch_size``, occlusion and the masked passes send about two 224-px images'
     worth of pixels through the model at a time, whatever the image size; a given one is
     checked."""
     from featviz_helpers.methods._inputs import images_per_pass
     assert [images_per_pass(None, torch.zeros(1, 3, s, s)) for s in (224, 112, 64, 1000)] \
-        == [4, 16, 49, 1]
+        == [2, 8, 24, 1]
     assert images_per_pass(7, torch.zeros(1, 3, 224, 224)) == 7
     for bad in (0, -2, True, 2.0, "4"):
         with pytest.raises(ValueError, match="batch_size"):

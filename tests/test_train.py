@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from featviz_helpers import models, shapes, train
+from featviz_helpers import images, models, shapes, train
 
 
 @pytest.fixture()
@@ -102,3 +102,17 @@ def test_shapes_cnn_grad_cam_points_at_the_objects():
     hit = metrics.pointing_game(maps, masks).mean().item()
     chance = masks.float().mean().item()
     assert hit > 4 * chance, (hit, chance)
+
+
+def test_predict_is_the_top_1_class_in_passes_and_restores_the_mode():
+    """50 shapes images are more than one pass (24 at 64 px): the answer is still the
+    whole batch's argmax, and a model in training mode is left in it."""
+    cnn = models.load_model("shapes_cnn")
+    pictures, _, _ = shapes.generate(50, seed=3)
+    x = images.preprocess(pictures, cnn)
+    with torch.no_grad():
+        expected = cnn(x).argmax(1)
+    cnn.train()
+    assert torch.equal(train.predict(cnn, x), expected)
+    assert cnn.training and all(m.training for m in cnn.modules())
+    assert all(p.requires_grad for p in cnn.parameters())

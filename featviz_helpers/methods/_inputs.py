@@ -236,21 +236,21 @@ def positive_int(value, what: str, minimum: int = 1) -> int:
     return value
 
 
-# About four 224×224 images. Per image, a forward pass of EfficientNet-Lite0 at 224 px on a
-# 2-core CPU took 14 ms in batches of 4 and 21 ms in batches of 16 (the activations of a larger
-# batch no longer fit the cache), and occlusion of two photos ran 1.5× faster in passes of 4
-# images; at 64 px (the shapes models) anything from 16 to 128 images a pass cost the same.
+# About two 224×224 images. Per image, a forward pass of EfficientNet-Lite0 at 224 px on a
+# 2-core CPU took 13 ms in batches of 2, 15 ms in batches of 4 and 27 ms in batches of 8 (the
+# activations of a larger batch no longer fit the cache); the shapes models at 64 px took about
+# 1.0 ms per image in passes of 8 to 24 and 1.4–1.8 ms in passes of 49 to 98.
 # Gradient passes keep their own default of 16 images (SmoothGrad, Integrated Gradients): they
 # also hold every activation for the backward pass, and for the shapes models 16 a pass was
 # 1.3× faster than 49.
-PIXELS_PER_PASS = 4 * 224 * 224
+PIXELS_PER_PASS = 2 * 224 * 224
 
 
 def images_per_pass(batch_size, x: torch.Tensor) -> int:
     """How many images a forward-only chunked method (occlusion, and the masked passes of
     Score-CAM, Ablation-CAM, deletion and insertion) sends through the model at once:
     ``batch_size`` when given (an int ≥ 1), else as many images of ``x``'s size as make
-    :data:`PIXELS_PER_PASS` (4 at 224 px, 16 at 112, 49 at 64). Only speed depends on it:
+    :data:`PIXELS_PER_PASS` (2 at 224 px, 8 at 112, 24 at 64). Only speed depends on it:
     images are independent in eval mode."""
     if batch_size is not None:
         return positive_int(batch_size, "batch_size (images per forward pass)")

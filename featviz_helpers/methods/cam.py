@@ -260,24 +260,27 @@ def ablation_cam(model: nn.Module, x: torch.Tensor, target, layer,
     B, K = activations.shape[:2]
     score = logits.gather(1, t[:, None])[:, 0]                                  # (B,)
     module = get_layer(model, layer)
-    dropped = []
+    ablated = torch.empty(K, B, dtype=logits.dtype, device=x.device)              # (K,B)
     with preserved_state(model), torch.no_grad():
-        for channels in torch.arange(K, device=x.device).split(max(1, batch_size // B)):
-            index = channels.repeat_interleave(B)                       # copy j·B + b: channel
-            rows = torch.arange(len(index), device=x.device)
+        # a pass holds several channels' copies of a few images, or one channel's copies of
+        # part of a large batch
+        for images in torch.arange(B, device=x.device).split(batch_size):
+            for channels in torch.arange(K, device=x.device).split(max(1, batch_size // len(images))):
+                index = channels.repeat_interleave(len(images))     # copy j·b + i: channel j
+                rows = torch.arange(len(index), device=x.device)
 
-            def ablate(module, inputs, output, index=index, rows=rows):
-                output = output.clone()
-                output[rows, index] = 0
-                return output
+                def ablate(module, inputs, output, index=index, rows=rows):
+                    output = output.clone()
+                    output[rows, index] = 0
+                    return output
 
-            handle = module.register_forward_hook(ablate)
-            try:
-                out = logits_of(model, x.repeat(len(channels), 1, 1, 1))
-            finally:
-                handle.remove()
-            dropped.append(out.gather(1, t.repeat(len(channels))[:, None])[:, 0].view(-1, B))
-    ablated = torch.cat(dropped)                                                 # (K,B)
+                handle = module.register_forward_hook(ablate)
+                try:
+                    out = logits_of(model, x[images].repeat(len(channels), 1, 1, 1))
+                finally:
+                    handle.remove()
+                scores = out.gather(1, t[images].repeat(len(channels))[:, None])[:, 0]
+                ablated[channels[:, None], images[None]] = scores.view(len(channels), len(images))
     weights = ((score[None] - ablated) / score[None].abs()).T
     if not weights.is_meta and not torch.isfinite(weights).all():   # (meta tensors: no values)
         raise ValueError("Ablation-CAM divides by the target's logit, which is 0 or too close "

@@ -45,7 +45,7 @@ def masked_probabilities(model: nn.Module, x: torch.Tensor, masks: torch.Tensor,
     of each pixel replaced (x·(1 − m) + fill·m); ``fill`` is a number or a tensor
     broadcastable to ``x`` (the fill of each image: a blurred copy, say). The P·B masked
     copies go through the model in eval mode about ``batch_size`` images at a time (default
-    :func:`images_per_pass`; at least the B images of one mask), each
+    :func:`images_per_pass`), each
     image's softmax probability of its own target class read off. Notebook 05 §9
     (occlusion) and §11 (deletion and insertion) both use it.
     """
@@ -87,7 +87,8 @@ def _masked_scores(model, x, masks, target, fill, batch_size, probabilities: boo
             m = chunk[:, :, None].to(x.device)
             hidden = (torch.where(m, fill, x[None]) if m.dtype == torch.bool
                       else x[None] * (1 - m) + fill * m)                        # (p,B,C,H,W)
-            q = logits_of(model, hidden.flatten(0, 1))
+            # a large batch of images can fill a pass on its own: split it too
+            q = torch.cat([logits_of(model, h) for h in hidden.flatten(0, 1).split(batch_size)])
             q = (q.softmax(1) if probabilities else q).view(len(chunk), B, -1)
             if t is None:
                 t = as_targets(target, B, q.shape[2]).to(x.device)
