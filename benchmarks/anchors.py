@@ -1,11 +1,13 @@
 """The same work done by the libraries practitioners use, for ``bench_methods.py``'s anchor
-columns: Captum (saliency, SmoothGrad, Integrated Gradients, guided backprop, occlusion) and
-pytorch-grad-cam (the Grad-CAM family). Optional: ``pip install -e ".[bench]"``; a library
-that is not installed gives no column.
+columns: Captum (saliency, SmoothGrad, Integrated Gradients, guided backprop, occlusion),
+pytorch-grad-cam (the Grad-CAM family) and torch-cam (CAM and the Grad-CAM family without
+HiResCAM, EigenCAM and Ablation-CAM). Optional: ``pip install -e ".[bench]"``; a library that is
+not installed gives no column.
 
 Each anchor is a call with the library's own API and defaults, as its documentation shows it,
 and a way to bring our output to the library's form (pytorch-grad-cam returns each map
-min–max normalised and resized to the input; Captum returns per-channel attributions), so that
+min–max normalised and resized to the input; Captum returns per-channel attributions; torch-cam,
+asked for unnormalised maps, returns them at the layer's size after a ReLU), so that
 ``bench_methods.py`` can check that the two agree before it times them. Where the two do not
 do the same computation, :data:`KNOWN_DIFFERENCES` says why; such a row is still timed, and
 marked.
@@ -13,7 +15,6 @@ marked.
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -31,7 +32,6 @@ class Anchor:
     tolerance: float                            # max |difference| that counts as agreement
 
 
-os.environ.setdefault("TQDM_DISABLE", "1")     # pytorch-grad-cam's per-image progress bars
 # Captum's notes on what it did to the input and the ReLUs are not news here.
 warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
 warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations")
@@ -44,7 +44,14 @@ KNOWN_DIFFERENCES = {
     ("SmoothGrad", "Captum"): "draws other noise (agreement checked without noise)",
     ("Ablation-CAM", "pytorch-grad-cam"): "divides by y_c, ours by |y_c| (a negative logit "
                                           "flips every weight)",
+    ("Grad-CAM++", "torch-cam"): "never divides α (it divides a copy made by boolean "
+                                 "indexing), so α = (∂Y/∂A)²",
+    ("Score-CAM", "torch-cam"): "min–max normalises the activations before upsampling them, "
+                                "Wang et al.'s Algorithm 1 after",
 }
+
+LIBRARIES = (("Captum", "captum"), ("pytorch-grad-cam", "pytorch_grad_cam"),
+             ("torch-cam", "torchcam"))
 
 
 def installed(module: str) -> bool:
@@ -53,8 +60,7 @@ def installed(module: str) -> bool:
 
 def libraries() -> list[str]:
     """The anchor libraries this environment has."""
-    return [name for name, module in (("Captum", "captum"), ("pytorch-grad-cam", "pytorch_grad_cam"))
-            if installed(module)]
+    return [name for name, module in LIBRARIES if installed(module)]
 
 
 def _grad_cam_library(model, x, target, layer, score_layer) -> dict[str, Anchor]:
@@ -91,6 +97,39 @@ def _grad_cam_library(model, x, target, layer, score_layer) -> dict[str, Anchor]
     for row, (cls, fn) in rows.items():
         at = score_layer if row in ("Score-CAM", "Ablation-CAM") else layer
         anchors[row] = Anchor("pytorch-grad-cam", theirs(cls, at), ours(fn, at), 1e-4)
+    return anchors
+
+
+def _torch_cam(model, x, target, layer, score_layer) -> dict[str, Anchor]:
+    import torchcam.methods as tc
+
+    from featviz_helpers.models import gap_fc_head
+
+    classes = [int(c) for c in target]
+
+    def theirs(cls, at, **options):
+        # torch-cam's documented use: the extractor hooks the layer, the caller runs the
+        # model, the extractor turns its scores into maps (here unnormalised, one layer)
+        def call():
+            with cls(model, target_layer=at, **options) as extractor:
+                scores = model(x)
+                return extractor(class_idx=classes, scores=scores, normalized=False)[0]
+        return call
+
+    def ours(fn, at):
+        return lambda: fn(model, x, target, at).clamp_min(0)
+
+    fc = next(name for name, module in model.named_modules() if module is gap_fc_head(model).fc)
+    rows = {"Grad-CAM": (tc.GradCAM, methods.grad_cam),
+            "Grad-CAM++": (tc.GradCAMpp, methods.grad_cam_plus_plus),
+            "XGrad-CAM": (tc.XGradCAM, methods.xgrad_cam),
+            "LayerCAM": (tc.LayerCAM, methods.layer_cam),
+            "Score-CAM": (tc.ScoreCAM, methods.score_cam)}
+    anchors = {"CAM": Anchor("torch-cam", theirs(tc.CAM, gap_fc_head(model).layer, fc_layer=fc),
+                             lambda: methods.cam(model, x, target), 1e-4)}    # no ReLU in CAM
+    for row, (cls, fn) in rows.items():
+        at = score_layer if row == "Score-CAM" else layer
+        anchors[row] = Anchor("torch-cam", theirs(cls, at), ours(fn, at), 1e-4)
     return anchors
 
 
@@ -145,6 +184,9 @@ def anchors(model, x, target, layer, n, score_layer) -> dict[str, list[Anchor]]:
             found.setdefault(row, []).append(anchor)
     if installed("captum"):
         for row, anchor in _captum(model, x, target, n).items():
+            found.setdefault(row, []).append(anchor)
+    if installed("torchcam"):
+        for row, anchor in _torch_cam(model, x, target, layer, score_layer).items():
             found.setdefault(row, []).append(anchor)
     return found
 

@@ -19,8 +19,8 @@ alternately with its floor; the ratio is the median of the per-pair ratios. Thre
 A catalogue method with no floor here is still timed: its latency, on the catalogue's cheap
 example call, is printed with "–" for the floor, so a new method is never left out.
 
-Anchors: where Captum or pytorch-grad-cam is installed (``pip install -e ".[bench]"``), a second
-table times each method against the same work done by that library's API (``anchors.py``),
+Anchors: where Captum, pytorch-grad-cam or torch-cam is installed (``pip install -e ".[bench]"``),
+a second table times each method against the same work done by that library's API (``anchors.py``),
 alternately, as a ratio ours / theirs. Before timing, the two outputs are compared (ours brought
 to the library's output form); a row whose outputs differ says by how much and why.
 
@@ -28,13 +28,18 @@ to the library's output form); a row whose outputs differ says by how much and w
                                        [--only saliency "guided backprop"] [--no-anchors]
 """
 import argparse
+import os
 import statistics
 import time
 
-import torch
+# pytorch-grad-cam's Score-CAM draws a progress bar per call; tqdm reads this setting when it is
+# first imported, and importing torch imports it
+os.environ.setdefault("TQDM_DISABLE", "1")
 
-import anchors as anchor_libraries
-from featviz_helpers import hooks, images, methods, models
+import torch  # noqa: E402
+
+import anchors as anchor_libraries  # noqa: E402
+from featviz_helpers import hooks, images, methods, models  # noqa: E402
 
 
 def seconds(fn) -> float:
@@ -158,7 +163,7 @@ def main():
                              "\"guided backprop\" \"attention rollout\"); case-insensitive, all "
                              "by default")
     parser.add_argument("--no-anchors", action="store_true",
-                        help="skip the table against Captum and pytorch-grad-cam")
+                        help="skip the table against Captum, pytorch-grad-cam and torch-cam")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -207,10 +212,11 @@ def main():
 
 
 def against_anchors(args, model, photo, layer, n):
-    """The second table: each method against the same work in Captum / pytorch-grad-cam."""
+    """The second table: each method against the same work in Captum, pytorch-grad-cam and
+    torch-cam."""
     found = anchor_libraries.libraries()
     print(f"\nagainst the libraries installed here: {', '.join(found) or 'none'} "
-          "(pip install -e \".[bench]\" for Captum and pytorch-grad-cam)")
+          "(pip install -e \".[bench]\" for Captum, pytorch-grad-cam and torch-cam)")
     if not found:
         return
     print(f"{'batch':>5}  {'method':<22} {'library':<17} {'ours (ms)':>10} {'theirs (ms)':>12} "

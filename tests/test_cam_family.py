@@ -140,8 +140,8 @@ def test_ablation_cam_refuses_a_logit_too_close_to_zero():
     with torch.no_grad():
         net[4].weight.copy_(torch.tensor([[1.0, -1.0], [1.0, 1.0]]))
         net[4].bias.copy_(torch.tensor([1e-40, 0.0]))
-        net[0].weight.copy_(net[0].weight[:1].expand(2, -1, -1, -1))   # two equal channels
-        net[0].bias.copy_(net[0].bias[:1].expand(2))
+        net[0].weight.zero_()                   # two equal channels, 1 everywhere: the logit of
+        net[0].bias.fill_(1.0)                  # class 0 is 1e-40, either ablation moves it by 1
     with pytest.raises(ValueError, match="too close"):
         methods.ablation_cam(net.eval(), torch.randn(2, 3, 8, 8), 0, "1")
 
@@ -202,6 +202,22 @@ def test_eigen_cam_of_rank_one_activations_is_the_centred_spatial_pattern():
     expected = ((s - s.mean()) * u.norm()).clamp_min(0)
     out = methods.eigen_cam(net, x, torch.tensor([0, 3]), "features")
     assert torch.allclose(out, expected.expand(2, -1, -1), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels,side", [(3, 4), (8, 2)])   # more positions; more channels
+def test_eigen_cam_is_the_projection_on_the_first_right_singular_vector(channels, side):
+    """Both of its routes (the K×K and the positions × positions eigenproblem) give the
+    projection of the centred activations on their first right singular vector, signed so
+    that Σ_k v_k ≥ 0."""
+    activations = torch.randn(channels, side, side, generator=torch.Generator().manual_seed(4))
+    net = FixedFeatures(activations).eval()
+    o = activations.flatten(1).T.double()
+    o = o - o.mean(0)
+    v = torch.linalg.svd(o, full_matrices=False).Vh[0]
+    v = -v if v.sum() < 0 else v
+    expected = (o @ v).view(side, side).clamp_min(0).float()
+    out = methods.eigen_cam(net, torch.zeros(1, 3, 4, 4), 0, "features")
+    assert torch.allclose(out[0], expected, atol=1e-5)
 
 
 def test_eigen_cam_ignores_the_target(cnn, shapes_batch):

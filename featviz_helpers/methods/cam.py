@@ -303,8 +303,19 @@ def eigen_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     refuse_if_blocked()
     _, activations, _, _ = _layer_activations(model, x, 0, layer, "EigenCAM")
     B, K, h, w = activations.shape
-    o = activations.flatten(2).transpose(1, 2)                                  # (B,hw,K)
+    o = activations.flatten(2).transpose(1, 2).double()                         # (B,hw,K)
     o = o - o.mean(1, keepdim=True)
-    v = torch.linalg.svd(o.double(), full_matrices=False).Vh[:, 0].to(o.dtype)  # (B,K)
-    v = torch.where(v.sum(1, keepdim=True) < 0, -v, v)
-    return (o @ v[..., None])[..., 0].view(B, h, w).clamp_min(0)
+    # v₁ is the top eigenvector of the K×K matrix OᵀO. With fewer positions than channels the
+    # hw×hw matrix O Oᵀ is smaller and gives the projection directly: its top eigenvector u₁
+    # has O Oᵀ u₁ = σ₁² u₁, and O v₁ = σ₁ u₁. Either is far cheaper than an SVD of O on a CPU
+    # (64 images of 256 positions × 64 channels: 0.07 s against 1.1 s).
+    if h * w >= K:
+        v = torch.linalg.eigh(o.transpose(1, 2) @ o).eigenvectors[..., -1]      # (B,K)
+        projection, direction = (o @ v[..., None])[..., 0], v.sum(1)
+    else:
+        values, vectors = torch.linalg.eigh(o @ o.transpose(1, 2))
+        u = vectors[..., -1]                                                    # (B,hw)
+        projection = values[..., -1:].clamp_min(0).sqrt() * u
+        direction = (o.sum(2) * u).sum(1)                   # Σ_k v₁k, times σ₁ ≥ 0
+    projection = torch.where(direction[:, None] < 0, -projection, projection)
+    return projection.to(activations.dtype).view(B, h, w).clamp_min(0)
