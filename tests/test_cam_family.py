@@ -220,6 +220,13 @@ def test_eigen_cam_is_the_projection_on_the_first_right_singular_vector(channels
     assert torch.allclose(out[0], expected, atol=1e-5)
 
 
+def test_eigen_cam_refuses_activations_that_are_not_finite():
+    activations = torch.ones(3, 2, 2)
+    activations[1, 0, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        methods.eigen_cam(FixedFeatures(activations).eval(), torch.zeros(1, 3, 2, 2), 0, "features")
+
+
 def test_eigen_cam_ignores_the_target(cnn, shapes_batch):
     x, t = shapes_batch
     assert torch.equal(methods.eigen_cam(cnn, x, t, "stage4"),

@@ -302,6 +302,10 @@ def eigen_cam(model: nn.Module, x: torch.Tensor, target, layer) -> torch.Tensor:
     """
     refuse_if_blocked()
     _, activations, _, _ = _layer_activations(model, x, 0, layer, "EigenCAM")
+    if not activations.is_meta and not torch.isfinite(activations).all():
+        raise ValueError(f"EigenCAM: the activations of layer {layer_name(model, layer)!r} contain "
+                         "NaN or infinite values, which have no principal component; check the "
+                         "input and the model's weights.")
     B, K, h, w = activations.shape
     o = activations.flatten(2).transpose(1, 2).double()                         # (B,hw,K)
     o = o - o.mean(1, keepdim=True)
