@@ -2,12 +2,13 @@
 at 224 px (the ViT methods on the shapes ViT).
 
 Floors: the least work a method could do, written in bare PyTorch.
-  saliency, guided backprop, input gradient: one forward + a backward to the input only
-                                             (no weight grads);
+  saliency, input gradient:  one forward + a backward to the input only (no weight grads);
+  guided backprop:           the same, with each ReLU6 module's backward node clamping its
+                             gradient at 0 (a hook per module);
   CAM:                       one forward, no graph;
   Grad-CAM, its activations and gradients, and the gradient variants (Grad-CAM++, XGrad-CAM,
   HiResCAM, LayerCAM): one forward + a backward that stops at the layer;
-  EigenCAM:                  one forward, no graph (and an SVD per image);
+  EigenCAM:                  one forward, no graph;
   Guided Grad-CAM:           the Grad-CAM floor + the guided-backprop floor;
   ViT attention, rollout:    one forward (no graph).
 SmoothGrad and Integrated Gradients are timed as multiples of one saliency call; occlusion,
@@ -69,6 +70,25 @@ def forward_input_backward(model, x, target):
         torch.autograd.grad(scores, xr)
 
 
+def forward_guided_input_backward(model, x, target):
+    """The floor of guided backprop: :func:`forward_input_backward` with each ReLU/ReLU6
+    module's backward node clamping its gradient at 0 in place (bare PyTorch, for a network
+    whose every ReLU is a module, as in Lite0)."""
+    def keep_positive(grad_inputs, grad_outputs):
+        grad_inputs[0].clamp_min_(0)
+
+    def guide(module, inputs, output):
+        output.grad_fn.register_hook(keep_positive)
+
+    handles = [m.register_forward_hook(guide) for m in model.modules()
+               if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6))]
+    try:
+        forward_input_backward(model, x, target)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def forward_only(model, x):
     with torch.no_grad():
         model(x)
@@ -101,6 +121,7 @@ def measured(model, x, target, layer, n):
     """{catalogue name: (call at the benchmark's settings, floor, what the floor is, passes)}
     for the CNN methods that have a floor."""
     to_input = lambda: forward_input_backward(model, x, target)
+    guided_to_input = lambda: forward_guided_input_backward(model, x, target)
     to_layer = lambda: forward_backward_to_layer(model, x, target, layer)
     forward = lambda: forward_only(model, x)
     one_saliency = lambda: methods.saliency(model, x, target)
@@ -111,8 +132,8 @@ def measured(model, x, target, layer, n):
         "input gradient": (lambda: methods.input_gradient(model, x, target), to_input,
                            "fwd + input bwd", 1),
         "saliency": (one_saliency, to_input, "fwd + input bwd", 1),
-        "guided backprop": (lambda: methods.guided_backprop(model, x, target), to_input,
-                            "fwd + input bwd", 1),
+        "guided backprop": (lambda: methods.guided_backprop(model, x, target), guided_to_input,
+                            "guided fwd + bwd", 1),
         "CAM": (lambda: methods.cam(model, x, target), forward, "one forward", 1),
         "layer activations and gradients": (
             lambda: methods.layer_activations_and_gradients(model, x, target, layer), to_layer,
@@ -120,7 +141,7 @@ def measured(model, x, target, layer, n):
         "Grad-CAM": (lambda: methods.grad_cam(model, x, target, layer), to_layer,
                      "fwd + bwd to layer", 1),
         "Guided Grad-CAM": (lambda: methods.guided_grad_cam(model, x, target, layer),
-                            lambda: (to_layer(), to_input()), "both floors", 1),
+                            lambda: (to_layer(), guided_to_input()), "both floors", 1),
         "SmoothGrad": (lambda: methods.smoothgrad(model, x, target, samples=n), one_saliency,
                        "one saliency", n),
         "Integrated Gradients": (lambda: methods.integrated_gradients(model, x, target, steps=n),
