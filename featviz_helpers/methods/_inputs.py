@@ -237,9 +237,11 @@ def positive_int(value, what: str, minimum: int = 1) -> int:
 
 
 # About two 224×224 images. Per image, a forward pass of EfficientNet-Lite0 at 224 px on a
-# 2-core CPU took 13 ms in batches of 2, 15 ms in batches of 4 and 27 ms in batches of 8 (the
-# activations of a larger batch no longer fit the cache); the shapes models at 64 px took about
-# 1.0 ms per image in passes of 8 to 24 and 1.4–1.8 ms in passes of 49 to 98.
+# 2-core CPU took 13 ms in batches of 2, 11–15 ms in batches of 4 and 16–27 ms in batches of 8
+# (the activations of a larger batch no longer fit the cache; which of 2 and 4 is faster changed
+# between measurements); the shapes models at 64 px, whose activations are about 4× larger per
+# input pixel, took about 1.0 ms per image in passes of 8 to 24 and 1.4–1.8 ms in passes of 49
+# to 98, so the budget is set where both are near their best.
 # Gradient passes keep their own default of 16 images (SmoothGrad, Integrated Gradients): they
 # also hold every activation for the backward pass, and for the shapes models 16 a pass was
 # 1.3× faster than 49.
